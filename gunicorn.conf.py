@@ -1,0 +1,41 @@
+"""gunicorn settings for PlantNet API, sized for a small CPU box (measured: see README, Benchmarks).
+
+One worker holds one model and one dynamic batcher; its threads decode uploads in parallel
+while a single inference thread batches them. More workers would each load their own
+model and split the batches. preload_app stays off: TensorFlow and OpenVINO are not
+fork-safe, so every worker loads its model after the fork.
+"""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+preload_app = False
+timeout = 120  # the first start converts the model to OpenVINO before the worker answers
+graceful_timeout = 30  # SIGTERM: in-flight requests get this long to finish
+keepalive = 5
+max_requests = 0
+accesslog = None  # the app writes one structured line per request
+loglevel = os.environ.get("PLANTNET_LOG_LEVEL", "info").lower()
+
+
+def on_starting(server):
+    """Convert the model to OpenVINO once in the master, so workers never race to do it."""
+    from util.config import Settings
+    from util.engine import openvino_ir
+    from util.model import ModelLoadError, find_artifact
+
+    settings = Settings.from_env()
+    if settings.backend == "tensorflow":
+        return
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return
+    try:
+        openvino_ir(find_artifact(settings.model_dir), settings.openvino_cache)
+    except ModelLoadError as exc:
+        server.log.error("cannot start: %s", exc)
+        raise SystemExit(3) from None

@@ -1,0 +1,94 @@
+"""Folder-per-class image datasets (the PlantVillage layout), read through the serving pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from util import leaf
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    paths: list[Path]
+    targets: np.ndarray  # class index of each path, into ``labels``
+    labels: list[str]  # display labels, in output order
+    folders: list[str]  # folder name of each label
+    excluded: dict[str, int]  # folder -> image count, for classes left out
+
+
+def read_label_map(path: Path | None) -> dict[str, str]:
+    """Read a ``folder<TAB>display label`` file (a header line ``folder<TAB>label`` is skipped)."""
+    if path is None:
+        return {}
+    mapping = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        folder, _, label = line.partition("\t")
+        if label and folder != "folder":
+            mapping[folder] = label.strip()
+    return mapping
+
+
+def scan_folder(root: Path, label_map: dict[str, str], min_images: int = 1) -> Dataset:
+    """List the images of every class folder under ``root``; classes are sorted by folder name.
+
+    Classes with fewer than ``min_images`` images are left out and reported in ``excluded``.
+    """
+    folders, excluded, paths, targets = [], {}, [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < min_images:
+            excluded[folder.name] = len(files)
+            continue
+        paths += files
+        targets += [len(folders)] * len(files)
+        folders.append(folder.name)
+    if not folders:
+        raise ValueError(f"No class folder under {root} has {min_images} or more images.")
+    labels = [label_map.get(f, f) for f in folders]
+    return Dataset(paths, np.array(targets), labels, folders, excluded)
+
+
+def stratified_split(
+    targets: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train, validation) index arrays holding ``fraction`` of each class out, at least one."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for cls in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == cls))
+        n_val = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        val += list(members[:n_val])
+        train += list(members[n_val:])
+    return np.array(sorted(train)), np.array(sorted(val))
+
+
+def load_pixels(paths: Sequence[Path], size: int, cache_dir: Path | None = None) -> np.ndarray:
+    """Decode and resize images exactly as the service does; uint8, N x size x size x 3."""
+    cache = None
+    if cache_dir is not None:
+        key = hashlib.sha256("\n".join(map(str, paths)).encode() + str(size).encode()).hexdigest()
+        cache = cache_dir / f"pixels-{size}-{key[:16]}.npy"
+        if cache.exists():
+            return np.load(cache)
+    pixels = np.empty((len(paths), size, size, 3), np.uint8)
+    for i, path in enumerate(paths):
+        image = leaf.decode_image(path.read_bytes(), min_side=size)
+        pixels[i] = leaf.resize_pixels(image, size)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, pixels)
+    return pixels
+
+
+def class_counts(dataset: Dataset, indices: np.ndarray) -> Counter:
+    return Counter(dataset.labels[t] for t in dataset.targets[indices])

@@ -1,0 +1,144 @@
+"""Inference engines: a batch of preprocessed pixels in, a batch of class probabilities out.
+
+* ``OpenVINOEngine`` runs an OpenVINO IR converted from the Keras model, in bf16 on CPUs
+  that have it (AMX, AVX-512 BF16). The IR is converted once, in a child process so the
+  serving process never imports TensorFlow, and cached under ``Settings.openvino_cache``.
+* ``TensorFlowEngine`` runs the Keras model as one traced ``tf.function`` (no eager calls).
+
+``create_engine`` picks the backend named by ``PLANTNET_BACKEND``; ``auto`` takes OpenVINO
+when it is installed and falls back to TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from util.config import Settings
+from util.model import Artifact, ModelLoadError, check_shapes, load_keras_model
+
+log = logging.getLogger(__name__)
+IR_NAME = "model.xml"
+
+
+class Engine(Protocol):
+    name: str
+    precision: str
+    input_size: int
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Return probabilities, one row per image of the float32 N x S x S x 3 batch."""
+
+
+class TensorFlowEngine:
+    name = "tensorflow"
+    precision = "f32"
+
+    def __init__(self, artifact: Artifact, threads: int = 0):
+        if threads:
+            _set_tensorflow_threads(threads)
+        model = load_keras_model(artifact)
+        self.input_size = int(model.input_shape[1])
+        self._predict = serving_function(model, self.input_size)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._predict(batch).numpy()
+
+
+def _set_tensorflow_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process; keep what it has
+        log.warning("TensorFlow threads were already set; PLANTNET_INFERENCE_THREADS ignored")
+
+
+def serving_function(model, input_size: int):
+    """Trace the model once as a graph with a free batch dimension."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="pixels")
+    return tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec])
+
+
+class OpenVINOEngine:
+    name = "openvino"
+
+    def __init__(self, artifact: Artifact, settings: Settings):
+        import openvino as ov
+
+        ir = openvino_ir(artifact, settings.openvino_cache)
+        core = ov.Core()
+        network = core.read_model(ir)
+        shape = network.inputs[0].get_partial_shape()
+        self.input_size = check_shapes(
+            artifact, tuple(d.get_length() if d.is_static else None for d in shape),
+            tuple(d.get_length() if d.is_static else None for d in network.outputs[0].get_partial_shape()),
+        )
+        self.precision = choose_precision(settings.precision, core)
+        config = {
+            "INFERENCE_PRECISION_HINT": self.precision,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if settings.inference_threads:
+            config["INFERENCE_NUM_THREADS"] = settings.inference_threads
+        self._request = core.compile_model(network, "CPU", config).create_infer_request()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer({0: batch})
+        return self._request.get_output_tensor(0).data.copy()
+
+
+def choose_precision(requested: str, core) -> str:
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if requested == "auto":
+        return "bf16" if "BF16" in capabilities else "f32"
+    if requested == "bf16" and "BF16" not in capabilities:
+        log.warning("this CPU has no bf16 support; running OpenVINO in f32")
+        return "f32"
+    return requested
+
+
+def openvino_ir(artifact: Artifact, cache: Path) -> Path:
+    """Return the cached IR of ``artifact``, converting it in a child process on a cache miss."""
+    ir = cache / artifact.fingerprint / IR_NAME
+    if ir.exists():
+        return ir
+    log.info("converting %s to OpenVINO IR in %s (once; later starts reuse it)", artifact.files[0], ir.parent)
+    command = [sys.executable, "-m", "util.export", str(artifact.directory), str(ir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+    if done.returncode != 0 or not ir.exists():
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ModelLoadError(lines[-1] if lines else f"converting {artifact.files[0]} to OpenVINO failed")
+    return ir
+
+
+def create_engine(artifact: Artifact, settings: Settings) -> Engine:
+    """Build the engine ``settings.backend`` names; ``auto`` prefers OpenVINO, falls back to TensorFlow."""
+    if settings.backend in ("auto", "openvino"):
+        try:
+            return OpenVINOEngine(artifact, settings)
+        except ImportError:
+            if settings.backend == "openvino":
+                raise ModelLoadError("PLANTNET_BACKEND=openvino but the openvino package is not installed")
+            log.warning("openvino is not installed; serving with TensorFlow")
+        except (OSError, RuntimeError) as exc:
+            if settings.backend == "openvino" or isinstance(exc, ModelLoadError):
+                raise
+            log.warning("OpenVINO failed (%s); serving with TensorFlow", exc)
+    return TensorFlowEngine(artifact, settings.inference_threads)
+
+
+def warm_up(engine: Engine, batch_sizes: tuple[int, ...] = (1,)) -> None:
+    """Run a throwaway inference per batch size so the first client does not pay for compilation."""
+    for size in batch_sizes:
+        engine.predict(np.zeros((size, engine.input_size, engine.input_size, 3), np.float32))

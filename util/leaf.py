@@ -1,0 +1,176 @@
+"""The leaf image pipeline: decode an upload, preprocess it, label the model's scores.
+
+Training (train.py, evaluate.py) imports the same functions, so the pixels the model
+learned from and the pixels it is served are produced by one piece of code.
+No Flask here: the HTTP layer calls these functions and shapes their answers.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Raster formats people upload. Pillow opens the MPO files many phone cameras write as JPEG.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+DEFAULT_MAX_PIXELS = 40_000_000
+# Background for transparent pixels: close to the plain light backdrop of lab leaf photos.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """The upload is not an image this service can read; the message tells the client why."""
+
+    status_code = 400
+
+
+class UnsupportedImageFormat(ImageError):
+    status_code = 415
+
+
+class ImageTooLarge(ImageError):
+    status_code = 413
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+) -> Image.Image:
+    """Decode upload bytes into an upright RGB image.
+
+    The pixel count is checked from the header before any pixel is decoded. ``min_side``
+    lets a JPEG decoder downscale by a power of two while keeping both sides at least that
+    long (draft mode), which makes 12-megapixel photos several times cheaper to decode.
+    """
+    if not data:
+        raise ImageError("The uploaded file is empty.")
+    image = _open(data)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,}. Resize it and try again."
+        )
+    if min_side and image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (min_side, min_side))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"The {image.format} file is damaged or truncated.") from exc
+    image = _upright(image)
+    return to_rgb(image)
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge("The image declares too many pixels.") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageFormat(
+            "The file is not an image in a supported format "
+            f"({', '.join(ACCEPTED_FORMATS)})."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError("The image header is damaged.") from exc
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a damaged EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - EXIF is optional metadata, never a reason to refuse
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is laid over a white background."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return Image.fromarray(_wide_to_uint8(np.asarray(image)), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise UnsupportedImageFormat(f"Images in colour mode {image.mode} are not supported.") from exc
+
+
+def _wide_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Scale 16-bit, 32-bit or float grey levels down to 0..255."""
+    pixels = pixels.astype(np.float64)
+    top = float(pixels.max(initial=0.0))
+    if top <= 1.0:
+        scale = 255.0
+    elif top <= 255.0:
+        scale = 1.0
+    else:
+        scale = 255.0 / 65535.0
+    return np.clip(pixels * scale, 0, 255).astype(np.uint8)
+
+
+def center_square(image: Image.Image) -> Image.Image:
+    """Crop the largest centred square: phone photos are 4:3, the model learned from squares."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def resize_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """Center-crop and resize an RGB image to a ``size`` x ``size`` x 3 uint8 array."""
+    square = center_square(image)
+    if square.size != (size, size):
+        square = square.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(square, dtype=np.uint8)
+
+
+def scale_pixels(pixels):
+    """Map 0..255 pixels to -1..1, the InceptionV3 convention (numpy arrays or tensors)."""
+    return pixels * (1.0 / 127.5) - 1.0
+
+
+def preprocess(image: Image.Image, size: int) -> np.ndarray:
+    """Turn an RGB image into the float32 ``size`` x ``size`` x 3 array the model takes."""
+    return scale_pixels(resize_pixels(image, size).astype(np.float32))
+
+
+def load_pixels(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode upload bytes straight to the model's input array."""
+    return preprocess(decode_image(data, max_pixels=max_pixels, min_side=size), size)
+
+
+def top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]:
+    """Return the ``k`` most likely labels, most likely first."""
+    k = max(1, min(k, len(labels)))
+    order = np.argsort(probabilities)[::-1][:k]
+    return [Prediction(labels[i], float(probabilities[i])) for i in order]
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """Split a display label ``"<species>_<condition>"`` into its two parts."""
+    species, _, condition = label.partition("_")
+    return species, condition or "unknown"
+
+
+def is_healthy(label: str) -> bool:
+    return split_label(label)[1].lower() == "healthy"
