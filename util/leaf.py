@@ -102,7 +102,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        return Image.fromarray(_wide_to_uint8(np.asarray(image)), "L").convert("RGB")
+        return Image.fromarray(_wide_to_uint8(np.asarray(image))).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
