@@ -164,6 +164,12 @@ def make_callbacks(args, work: Path, state: EpochState, best_path: Path):
     class Bookkeeping(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
+            if not math.isfinite(logs.get("loss", 0.0)):
+                log.error("epoch %d: loss is %s; keeping the previous checkpoint", epoch + 1, logs.get("loss"))
+                state.data["diverged"] = True
+                state.save()
+                self.model.stop_training = True
+                return
             state.data["epoch"] = epoch + 1
             state.data["history"].append({"epoch": epoch + 1, **logs})
             state.data["wall_seconds"] = wall_before + time.monotonic() - started
@@ -179,6 +185,8 @@ def make_callbacks(args, work: Path, state: EpochState, best_path: Path):
             log.info("epoch %d: best val_accuracy %.4f, %.1f min", epoch + 1, best, minutes)
             if since_best >= args.patience:
                 log.info("no improvement for %d epochs: stopping early", since_best)
+                state.data["stopped_early"] = True
+                state.save()
                 self.model.stop_training = True
             if args.max_minutes and minutes >= args.max_minutes:
                 log.info("time budget of %.0f min reached: stopping", args.max_minutes)
@@ -219,15 +227,13 @@ def train(args: argparse.Namespace) -> None:
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
             metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(3, name="top3")],
         )
-    done = state.data["epoch"] >= args.epochs or state.data.get("finished", False)
-    if not done:
+    if state.data["epoch"] < args.epochs and not state.data.get("stopped_early"):
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs,
                   initial_epoch=state.data["epoch"], verbose=args.verbose,
                   callbacks=make_callbacks(args, work, state, best_path))
-        if any(math.isnan(h.get("loss", 0.0)) for h in state.data["history"]):
+        if state.data.pop("diverged", False):
+            state.save()
             raise SystemExit("training diverged (NaN loss); resume with --precision float32")
-        state.data["finished"] = True
-        state.save()
 
     best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
     report.write_artifact(best, data, train_idx, val_idx, pixels, state.data, args)
