@@ -8,7 +8,10 @@ fork-safe, so every worker loads its model after the fork.
 
 import os
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+# Platforms that route traffic to the app (Heroku and the like) set PORT: listen on every interface
+# there; on a workstation stay on loopback unless HOST says otherwise.
+_default_host = "0.0.0.0" if "PORT" in os.environ else "127.0.0.1"
+bind = f"{os.environ.get('HOST', _default_host)}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))

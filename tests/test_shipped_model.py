@@ -1,0 +1,98 @@
+"""The shipped model in plantnet/: real diagnoses of the sample photos, in-process and over HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from conftest import ROOT, SHIPPED_MODEL, expected_samples, make_app, sample_bytes
+
+from util.model import find_artifact
+
+pytestmark = pytest.mark.shipped_model
+SAMPLES = expected_samples()
+
+
+@pytest.fixture(scope="module")
+def shipped_client(openvino_cache):
+    app = make_app(SHIPPED_MODEL, openvino_cache)
+    yield app.test_client()
+    app.extensions["plantnet"].close()
+
+
+def test_shipped_model_is_the_trained_inception_v3():
+    artifact = find_artifact(SHIPPED_MODEL)
+    assert artifact.kind == "keras" and artifact.name == "plantnet-inceptionv3"
+    assert len(artifact.labels) == 34
+    assert (SHIPPED_MODEL / "MODEL.md").exists() and (SHIPPED_MODEL / "confusion_matrix.png").exists()
+
+
+def test_sample_images_cover_several_crops():
+    assert len(SAMPLES) >= 10
+    assert len({label.split("_")[0] for _, label in SAMPLES}) >= 8
+
+
+@pytest.mark.parametrize(("name", "label"), SAMPLES, ids=[name for name, _ in SAMPLES])
+def test_sample_photo_is_diagnosed_as_its_true_label(shipped_client, name, label):
+    r = shipped_client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(sample_bytes(name)), name)})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    body = r.get_json()
+    assert body["label"] == label, body["top_k"]
+    assert body["confidence"] > 0.5
+
+
+def test_the_original_twelve_megapixel_sample_is_answered(shipped_client):
+    photo = sample_bytes("plantnet_original_sample.jpg")
+    r = shipped_client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(photo), "sample.jpg")})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["label"] in find_artifact(SHIPPED_MODEL).labels
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_procfile_command_serves_a_real_diagnosis_over_http(openvino_cache):
+    """Start the Procfile's web command on 127.0.0.1 and POST a sample photo with requests."""
+    command = next(line.split(":", 1)[1].split() for line in (ROOT / "Procfile").read_text().splitlines()
+                   if line.startswith("web:"))
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "PLANTNET_CACHE_DIR": str(openvino_cache)}
+    executable = os.path.join(os.path.dirname(sys.executable), command[0])
+    server = subprocess.Popen([executable, *command[1:]], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the service did not become healthy within 120 s")
+        name, label = SAMPLES[0]
+        r = requests.post(f"{base}/Diagnosis/prediction", files={"image": (name, sample_bytes(name), "image/jpeg")},
+                          timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["label"] == label
+        assert r.headers["Content-Type"].startswith("application/json") and r.headers["X-Request-ID"]
+        assert requests.get(f"{base}/Diagnosis/prediction", timeout=10).status_code == 405
+        assert requests.get(f"{base}/", timeout=10).status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert server.returncode == 0
