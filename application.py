@@ -51,41 +51,60 @@ api.add_namespace(service_ns)
 
 prediction_parser = api.parser()
 prediction_parser.add_argument(
-    "image", location="files", type=FileStorage, required=True,
+    "image",
+    location="files",
+    type=FileStorage,
+    required=True,
     help="A photo of one leaf (JPEG, PNG, WebP, BMP, TIFF or GIF) in the multipart field 'image'",
 )
 prediction_parser.add_argument(
-    "top_k", location=("args", "form"), type=int, required=False,
+    "top_k",
+    location=("args", "form"),
+    type=int,
+    required=False,
     help="How many of the most likely labels to list in top_k (default 3)",
 )
 
-guess_model = ns.model("Guess", {
-    "label": fields.String(required=True, example="Tomato_Late blight"),
-    "confidence": fields.Float(required=True, min=0, max=1, example=0.97),
-})
-model_info = ns.model("ModelInfo", {
-    "name": fields.String(required=True, example="plantnet-inceptionv3"),
-    "version": fields.String(required=True, example="2026.11.23"),
-})
-diagnosis_model = ns.model("Diagnosis", {
-    "label": fields.String(required=True, description="Most likely '<species>_<condition>'",
-                           example="Tomato_Late blight"),
-    "confidence": fields.Float(required=True, min=0, max=1, description="Probability of label", example=0.97),
-    "top_k": fields.List(fields.Nested(guess_model), required=True, description="Most likely first"),
-    "species": fields.String(required=True, example="Tomato"),
-    "condition": fields.String(required=True, example="Late blight"),
-    "healthy": fields.Boolean(required=True, example=False),
-    "model": fields.Nested(model_info, required=True),
-})
+guess_model = ns.model(
+    "Guess",
+    {
+        "label": fields.String(required=True, example="Tomato_Late blight"),
+        "confidence": fields.Float(required=True, min=0, max=1, example=0.97),
+    },
+)
+model_info = ns.model(
+    "ModelInfo",
+    {
+        "name": fields.String(required=True, example="plantnet-inceptionv3"),
+        "version": fields.String(required=True, example="2026.11.23"),
+    },
+)
+diagnosis_model = ns.model(
+    "Diagnosis",
+    {
+        "label": fields.String(
+            required=True, description="Most likely '<species>_<condition>'", example="Tomato_Late blight"
+        ),
+        "confidence": fields.Float(required=True, min=0, max=1, description="Probability of label", example=0.97),
+        "top_k": fields.List(fields.Nested(guess_model), required=True, description="Most likely first"),
+        "species": fields.String(required=True, example="Tomato"),
+        "condition": fields.String(required=True, example="Late blight"),
+        "healthy": fields.Boolean(required=True, example=False),
+        "model": fields.Nested(model_info, required=True),
+    },
+)
 error_model = ns.model("Error", {"message": fields.String(required=True, description="What to fix")})
-health_model = service_ns.model("Health", {
-    "status": fields.String(required=True, enum=["ok", "starting"]),
-    "model": fields.Nested(model_info),
-    "backend": fields.String(example="openvino"),
-    "precision": fields.String(example="bf16"),
-    "input_size": fields.Integer(example=128),
-    "labels": fields.Integer(example=34),
-})
+health_model = service_ns.model(
+    "Health",
+    {
+        "status": fields.String(required=True, enum=["ok", "starting"]),
+        "model": fields.Nested(model_info),
+        "backend": fields.String(example="openvino"),
+        "precision": fields.String(example="bf16"),
+        "input_size": fields.Integer(example=128),
+        "labels": fields.Integer(example=34),
+    },
+)
 
 
 def doctor() -> LeafDoctor:
@@ -204,8 +223,11 @@ def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     metrics.observe_request(route, request.method, response.status_code, seconds)
     line = {
-        "request_id": g.get("request_id"), "method": request.method, "route": route,
-        "status": response.status_code, "latency_ms": round(seconds * 1000, 1),
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "route": route,
+        "status": response.status_code,
+        "latency_ms": round(seconds * 1000, 1),
         "bytes_in": request.content_length,
     }
     if response.status_code >= 400 and response.is_json:

@@ -31,8 +31,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=Path("plantnet"), help="model directory")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="report directory")
     p.add_argument("--backend", choices=["auto", "openvino", "tensorflow"], default="auto")
-    p.add_argument("--split", choices=["all", "validation"], default="all",
-                   help="'validation': only the split train.py held out (same --seed and --val-fraction)")
+    p.add_argument(
+        "--split",
+        choices=["all", "validation"],
+        default="all",
+        help="'validation': only the split train.py held out (same --seed and --val-fraction)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=1337)
     return p.parse_args(argv)
@@ -53,15 +57,25 @@ def evaluate(args: argparse.Namespace) -> dict:
     pixels = ds.load_pixels([data.paths[i] for i in indices], engine.input_size)
     evaluation = report.Evaluation(list(artifact.labels), targets, report.predict_pixels(engine.predict, pixels))
 
-    summary = {**evaluation.summary(), "backend": f"{engine.name}/{engine.precision}",
-               "model": {"name": artifact.name, "version": artifact.version}, "skipped_unknown_classes": unknown}
+    summary = {
+        **evaluation.summary(),
+        "backend": f"{engine.name}/{engine.precision}",
+        "model": {"name": artifact.name, "version": artifact.version},
+        "skipped_unknown_classes": unknown,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(summary, indent=1))
-    report.plot_confusion(evaluation.confusion(), artifact.labels, args.out / "confusion_matrix.png",
-                          f"{args.data.name}: {len(targets)} images, top-1 {100 * summary['top1']:.1f}%")
+    report.plot_confusion(
+        evaluation.confusion(),
+        artifact.labels,
+        args.out / "confusion_matrix.png",
+        f"{args.data.name}: {len(targets)} images, top-1 {100 * summary['top1']:.1f}%",
+    )
     print(report.per_class_table(evaluation))
-    print(f"\n{len(targets)} images on {summary['backend']}: top-1 {100 * summary['top1']:.2f}%, "
-          f"top-3 {100 * summary['top3']:.2f}%" + (f"; skipped unknown classes: {unknown}" if unknown else ""))
+    print(
+        f"\n{len(targets)} images on {summary['backend']}: top-1 {100 * summary['top1']:.2f}%, "
+        f"top-3 {100 * summary['top3']:.2f}%" + (f"; skipped unknown classes: {unknown}" if unknown else "")
+    )
     print(f"report: {args.out / 'report.json'}, {args.out / 'confusion_matrix.png'}")
     return summary
 

@@ -21,8 +21,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-
 from util import dataset as ds
 from util import leaf, report
 
@@ -47,8 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--min-images", type=int, default=DEFAULT_MIN_IMAGES,
-                   help="leave out classes with fewer images (reported in MODEL.md)")
+    p.add_argument(
+        "--min-images",
+        type=int,
+        default=DEFAULT_MIN_IMAGES,
+        help="leave out classes with fewer images (reported in MODEL.md)",
+    )
     p.add_argument("--patience", type=int, default=8, help="early stopping on val accuracy")
     p.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
@@ -65,9 +67,7 @@ def make_model(input_size: int, num_classes: int, weights: Path | None = None):
     from keras import layers
 
     inputs = keras.Input((input_size, input_size, 3), name="pixels")
-    backbone = keras.applications.InceptionV3(
-        include_top=False, weights=None, input_tensor=inputs, pooling="avg"
-    )
+    backbone = keras.applications.InceptionV3(include_top=False, weights=None, input_tensor=inputs, pooling="avg")
     if weights is not None:
         backbone.load_weights(weights, skip_mismatch=True)
     x = layers.Dropout(0.3, name="head_dropout")(backbone.output)
@@ -147,9 +147,11 @@ class EpochState:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {
-            "epoch": 0, "history": [], "best_val_accuracy": -1.0, "wall_seconds": 0.0
-        }
+        self.data = (
+            json.loads(path.read_text())
+            if path.exists()
+            else {"epoch": 0, "history": [], "best_val_accuracy": -1.0, "wall_seconds": 0.0}
+        )
 
     def save(self) -> None:
         self.path.write_text(json.dumps(self.data, indent=1))
@@ -209,11 +211,17 @@ def train(args: argparse.Namespace) -> None:
 
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels), args.min_images)
     train_idx, val_idx = ds.stratified_split(data.targets, args.val_fraction, args.seed)
-    log.info("%d classes, %d train / %d validation images; left out: %s",
-             len(data.labels), len(train_idx), len(val_idx), data.excluded or "none")
+    log.info(
+        "%d classes, %d train / %d validation images; left out: %s",
+        len(data.labels),
+        len(train_idx),
+        len(val_idx),
+        data.excluded or "none",
+    )
     pixels = ds.load_pixels(data.paths, args.input_size, work / "cache")
-    train_ds, val_ds = make_datasets(pixels, data.targets, train_idx, val_idx,
-                                     len(data.labels), args.batch_size, args.seed)
+    train_ds, val_ds = make_datasets(
+        pixels, data.targets, train_idx, val_idx, len(data.labels), args.batch_size, args.seed
+    )
     steps = len(train_idx) // args.batch_size
     best_path = work / "best.keras"
 
@@ -228,9 +236,14 @@ def train(args: argparse.Namespace) -> None:
             metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(3, name="top3")],
         )
     if state.data["epoch"] < args.epochs and not state.data.get("stopped_early"):
-        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs,
-                  initial_epoch=state.data["epoch"], verbose=args.verbose,
-                  callbacks=make_callbacks(args, work, state, best_path))
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=args.epochs,
+            initial_epoch=state.data["epoch"],
+            verbose=args.verbose,
+            callbacks=make_callbacks(args, work, state, best_path),
+        )
         if state.data.pop("diverged", False):
             state.save()
             raise SystemExit("training diverged (NaN loss); resume with --precision float32")

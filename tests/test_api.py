@@ -22,7 +22,7 @@ def test_prediction_returns_the_documented_body(client):
     assert set(body) == {"label", "confidence", "top_k", "species", "condition", "healthy", "model"}
     assert body["label"] in TINY_LABELS
     assert 0.0 <= body["confidence"] <= 1.0
-    assert [g["label"] for g in body["top_k"]][0] == body["label"]
+    assert next(g["label"] for g in body["top_k"]) == body["label"]
     assert len(body["top_k"]) == 3
     assert body["top_k"][0]["confidence"] == pytest.approx(body["confidence"])
     assert f"{body['species']}_{body['condition']}" == body["label"]
@@ -85,8 +85,11 @@ def test_client_errors_answer_4xx_json_and_the_service_keeps_serving(client, dat
 
 @pytest.mark.parametrize(
     ("content_type", "body"),
-    [("application/json", b'{"image": "leaf.jpg"}'), ("application/x-www-form-urlencoded", b"image=leaf.jpg"),
-     ("image/jpeg", LEAF)],
+    [
+        ("application/json", b'{"image": "leaf.jpg"}'),
+        ("application/x-www-form-urlencoded", b"image=leaf.jpg"),
+        ("image/jpeg", LEAF),
+    ],
 )
 def test_non_multipart_bodies_are_refused_with_400(client, content_type, body):
     r = client.post(PREDICT, data=body, content_type=content_type)

@@ -46,8 +46,8 @@ def declared_huge_png(width: int = 30000, height: int = 30000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
 
 
@@ -71,7 +71,10 @@ READABLE = {
 UNREADABLE = {
     "empty": (b"", leaf.ImageError),
     "text": (b"hello, this is not a photo\n" * 20, leaf.UnsupportedImageFormat),
-    "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>', leaf.UnsupportedImageFormat),
+    "svg": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>',
+        leaf.UnsupportedImageFormat,
+    ),
     "pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", leaf.UnsupportedImageFormat),
     "zip": (b"PK\x03\x04" + b"\0" * 100, leaf.UnsupportedImageFormat),
     "truncated jpeg": (image_bytes(fmt="JPEG", size=(400, 300))[:600], leaf.ImageError),

@@ -27,8 +27,12 @@ def legacy_dir(tmp_path_factory):
     shutil.copy(architecture, directory)
     model = tf_keras.models.model_from_json(architecture.read_text())
     tf_keras.utils.set_random_seed(3)
-    model.set_weights([np.random.default_rng(3).normal(0, 0.05, w.shape).astype(np.float32)
-                       if w.ndim > 1 else w for w in model.get_weights()])
+    model.set_weights(
+        [
+            np.random.default_rng(3).normal(0, 0.05, w.shape).astype(np.float32) if w.ndim > 1 else w
+            for w in model.get_weights()
+        ]
+    )
     model.save_weights(directory / "inception_model_weights.h5")
     return directory
 
@@ -83,7 +87,7 @@ def test_mislabelled_legacy_pair_is_refused_naming_the_labels_file(legacy_dir, t
 
 def test_legacy_architecture_without_weights_is_refused(tmp_path):
     shutil.copy(LEGACY_FIXTURE / "inceptionModelArchitecture.json", tmp_path)
-    with pytest.raises(ModelLoadError, match="inception_model_weights.h5 is missing"):
+    with pytest.raises(ModelLoadError, match=r"inception_model_weights\.h5 is missing"):
         find_artifact(tmp_path)
 
 
@@ -91,5 +95,5 @@ def test_legacy_architecture_without_weights_is_refused(tmp_path):
 def test_corrupt_legacy_weights_are_refused_naming_the_file(tmp_path, content):
     shutil.copy(LEGACY_FIXTURE / "inceptionModelArchitecture.json", tmp_path)
     (tmp_path / "inception_model_weights.h5").write_bytes(content)
-    with pytest.raises(ModelLoadError, match="inception_model_weights.h5 cannot be loaded"):
+    with pytest.raises(ModelLoadError, match=r"inception_model_weights\.h5 cannot be loaded"):
         load_keras_model(find_artifact(tmp_path))

@@ -64,13 +64,17 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_procfile_command_serves_a_real_diagnosis_over_http(openvino_cache):
     """Start the Procfile's web command on 127.0.0.1 and POST a sample photo with requests."""
-    command = next(line.split(":", 1)[1].split() for line in (ROOT / "Procfile").read_text().splitlines()
-                   if line.startswith("web:"))
+    command = next(
+        line.split(":", 1)[1].split()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
     port = free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "PLANTNET_CACHE_DIR": str(openvino_cache)}
     executable = os.path.join(os.path.dirname(sys.executable), command[0])
-    server = subprocess.Popen([executable, *command[1:]], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [executable, *command[1:]], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -85,8 +89,9 @@ def test_procfile_command_serves_a_real_diagnosis_over_http(openvino_cache):
         else:
             pytest.fail("the service did not become healthy within 120 s")
         name, label = SAMPLES[0]
-        r = requests.post(f"{base}/Diagnosis/prediction", files={"image": (name, sample_bytes(name), "image/jpeg")},
-                          timeout=30)
+        r = requests.post(
+            f"{base}/Diagnosis/prediction", files={"image": (name, sample_bytes(name), "image/jpeg")}, timeout=30
+        )
         assert r.status_code == 200, r.text
         assert r.json()["label"] == label
         assert r.headers["Content-Type"].startswith("application/json") and r.headers["X-Request-ID"]

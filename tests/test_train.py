@@ -19,16 +19,39 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     out = root / "model"
-    train.main([
-        "--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--out", str(out),
-        "--work-dir", str(root / "work"), "--input-size", "75", "--epochs", "1", "--batch-size", "4",
-        "--min-images", "2", "--val-fraction", "0.25", "--verbose", "0",
-    ])
+    train.main(
+        [
+            "--data",
+            str(TINY_DATA),
+            "--labels",
+            str(TINY_LABELS_TSV),
+            "--out",
+            str(out),
+            "--work-dir",
+            str(root / "work"),
+            "--input-size",
+            "75",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--min-images",
+            "2",
+            "--val-fraction",
+            "0.25",
+            "--verbose",
+            "0",
+        ]
+    )
     return out
 
 
 def test_training_writes_a_complete_artifact(trained):
-    assert (trained / "labels.txt").read_text().splitlines() == ["Corn_Common rust", "Tomato_Late blight", "Tomato_healthy"]
+    assert (trained / "labels.txt").read_text().splitlines() == [
+        "Corn_Common rust",
+        "Tomato_Late blight",
+        "Tomato_healthy",
+    ]
     assert json.loads((trained / "model.json").read_text())["input_size"] == 75
     card = (trained / "MODEL.md").read_text()
     assert "train.py" in card and "confusion_matrix.png" in card and "Tomato_Late blight" in card
@@ -39,8 +62,9 @@ def test_training_writes_a_complete_artifact(trained):
 def test_trained_artifact_serves_requests(trained, tmp_path):
     app = make_app(trained, tmp_path)
     try:
-        r = app.test_client().post("/Diagnosis/prediction",
-                                   data={"image": (io.BytesIO(sample_bytes("tomato_healthy.jpg")), "leaf.jpg")})
+        r = app.test_client().post(
+            "/Diagnosis/prediction", data={"image": (io.BytesIO(sample_bytes("tomato_healthy.jpg")), "leaf.jpg")}
+        )
         assert r.status_code == 200, r.get_data(as_text=True)
         assert r.get_json()["label"] in ("Corn_Common rust", "Tomato_Late blight", "Tomato_healthy")
         assert app.test_client().get("/health").get_json()["input_size"] == 75
@@ -49,21 +73,54 @@ def test_trained_artifact_serves_requests(trained, tmp_path):
 
 
 def test_evaluate_reports_on_the_same_pipeline(trained, tmp_path):
-    summary = evaluate.evaluate(evaluate.parse_args([
-        "--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--model", str(trained),
-        "--out", str(tmp_path), "--backend", "tensorflow",
-    ]))
+    summary = evaluate.evaluate(
+        evaluate.parse_args(
+            [
+                "--data",
+                str(TINY_DATA),
+                "--labels",
+                str(TINY_LABELS_TSV),
+                "--model",
+                str(trained),
+                "--out",
+                str(tmp_path),
+                "--backend",
+                "tensorflow",
+            ]
+        )
+    )
     assert summary["images"] == 12
     assert 0.0 <= summary["top1"] <= summary["top3"] <= 1.0
-    assert {row["label"] for row in summary["per_class"]} == {"Corn_Common rust", "Tomato_Late blight", "Tomato_healthy"}
+    assert {row["label"] for row in summary["per_class"]} == {
+        "Corn_Common rust",
+        "Tomato_Late blight",
+        "Tomato_healthy",
+    }
     assert (tmp_path / "report.json").exists() and (tmp_path / "confusion_matrix.png").exists()
 
 
 def test_resume_refuses_to_overwrite_and_continues(trained, tmp_path_factory):
     work = trained.parent / "work"
-    common = ["--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--out", str(trained),
-              "--work-dir", str(work), "--input-size", "75", "--batch-size", "4", "--min-images", "2",
-              "--val-fraction", "0.25", "--verbose", "0"]
+    common = [
+        "--data",
+        str(TINY_DATA),
+        "--labels",
+        str(TINY_LABELS_TSV),
+        "--out",
+        str(trained),
+        "--work-dir",
+        str(work),
+        "--input-size",
+        "75",
+        "--batch-size",
+        "4",
+        "--min-images",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--verbose",
+        "0",
+    ]
     with pytest.raises(SystemExit, match="--resume"):
         train.main([*common, "--epochs", "1"])
     train.main([*common, "--epochs", "2", "--resume"])

@@ -106,7 +106,7 @@ class Batcher:
             began = time.perf_counter()
             try:
                 probabilities = self._predict(np.stack([x for x, _ in chunk]))
-            except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
+            except Exception as exc:
                 log.exception("inference failed for a batch of %d", len(chunk))
                 for _, future in chunk:
                     future.set_exception(exc)

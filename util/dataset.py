@@ -58,9 +58,7 @@ def scan_folder(root: Path, label_map: dict[str, str], min_images: int = 1) -> D
     return Dataset(paths, np.array(targets), labels, folders, excluded)
 
 
-def stratified_split(
-    targets: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (train, validation) index arrays holding ``fraction`` of each class out, at least one."""
     rng = np.random.default_rng(seed)
     train, val = [], []

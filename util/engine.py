@@ -80,7 +80,8 @@ class OpenVINOEngine:
         network = core.read_model(ir)
         shape = network.inputs[0].get_partial_shape()
         self.input_size = check_shapes(
-            artifact, tuple(d.get_length() if d.is_static else None for d in shape),
+            artifact,
+            tuple(d.get_length() if d.is_static else None for d in shape),
             tuple(d.get_length() if d.is_static else None for d in network.outputs[0].get_partial_shape()),
         )
         self.precision = choose_precision(settings.precision, core)
@@ -127,9 +128,9 @@ def create_engine(artifact: Artifact, settings: Settings) -> Engine:
     if settings.backend in ("auto", "openvino"):
         try:
             return OpenVINOEngine(artifact, settings)
-        except ImportError:
+        except ImportError as exc:
             if settings.backend == "openvino":
-                raise ModelLoadError("PLANTNET_BACKEND=openvino but the openvino package is not installed")
+                raise ModelLoadError("PLANTNET_BACKEND=openvino but the openvino package is not installed") from exc
             log.warning("openvino is not installed; serving with TensorFlow")
         except (OSError, RuntimeError) as exc:
             if settings.backend == "openvino" or isinstance(exc, ModelLoadError):

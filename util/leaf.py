@@ -82,8 +82,7 @@ def _open(data: bytes) -> Image.Image:
         raise ImageTooLarge("The image declares too many pixels.") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedImageFormat(
-            "The file is not an image in a supported format "
-            f"({', '.join(ACCEPTED_FORMATS)})."
+            f"The file is not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})."
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError("The image header is damaged.") from exc
@@ -107,7 +106,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
+        background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     try:
         return image.convert("RGB")

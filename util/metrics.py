@@ -16,19 +16,17 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 
-REQUESTS = Counter(
-    "plantnet_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
-)
+REQUESTS = Counter("plantnet_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 REQUEST_SECONDS = Histogram(
-    "plantnet_http_request_duration_seconds", "Time to answer an HTTP request", ["route"],
+    "plantnet_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
     buckets=LATENCY_BUCKETS,
 )
 INFERENCE_SECONDS = Histogram(
     "plantnet_inference_seconds", "Time of one engine call on one batch", buckets=LATENCY_BUCKETS
 )
-BATCH_SIZE = Histogram(
-    "plantnet_batch_size", "Images per engine call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
-)
+BATCH_SIZE = Histogram("plantnet_batch_size", "Images per engine call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -109,7 +109,7 @@ def load_keras_model(artifact: Artifact):
         model = _load_legacy(artifact) if artifact.kind == "legacy" else _load_keras3(artifact)
     except ModelLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file; name the file
+    except Exception as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"{artifact.files[-1]} cannot be loaded: {reason}") from exc
     check_shapes(artifact, tuple(model.input_shape), tuple(model.output_shape))
@@ -128,7 +128,7 @@ def _load_legacy(artifact: Artifact):
     architecture, weights = artifact.files
     try:
         model = tf_keras.models.model_from_json(architecture.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"{architecture} is not a Keras model architecture: {exc}") from exc
     model.load_weights(weights)
     return model

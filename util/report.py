@@ -44,11 +44,14 @@ class Evaluation:
         rows = []
         for i, label in enumerate(self.labels):
             support, predicted, hits = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
-            rows.append({
-                "label": label, "support": support,
-                "precision": hits / predicted if predicted else None,
-                "recall": hits / support if support else None,
-            })
+            rows.append(
+                {
+                    "label": label,
+                    "support": support,
+                    "precision": hits / predicted if predicted else None,
+                    "recall": hits / support if support else None,
+                }
+            )
         return rows
 
     def summary(self) -> dict:
@@ -90,8 +93,9 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
     ax.set_title(title)
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=5,
-                    color="white" if share[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=5, color="white" if share[i, j] > 0.5 else "black"
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -120,23 +124,40 @@ def write_artifact(model, data: Dataset, train_idx, val_idx, pixels, state: dict
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
     evaluation = Evaluation(
-        data.labels, data.targets[val_idx], predict_pixels(lambda x: model(x, training=False).numpy(),
-                                                           pixels[val_idx]),
+        data.labels,
+        data.targets[val_idx],
+        predict_pixels(lambda x: model(x, training=False).numpy(), pixels[val_idx]),
     )
     summary = evaluation.summary()
     (out / "evaluation.json").write_text(json.dumps({**summary, "split": "validation"}, indent=1))
-    plot_confusion(evaluation.confusion(), data.labels, out / "confusion_matrix.png",
-                   f"Validation split, {len(val_idx)} images: top-1 {100 * summary['top1']:.1f}%")
+    plot_confusion(
+        evaluation.confusion(),
+        data.labels,
+        out / "confusion_matrix.png",
+        f"Validation split, {len(val_idx)} images: top-1 {100 * summary['top1']:.1f}%",
+    )
     train_counts = dict(class_counts(data, train_idx))
     (out / "MODEL.md").write_text(
-        model_card(data, train_counts, len(train_idx), evaluation, state, args, version,
-                   model.count_params()), encoding="utf-8"
+        model_card(data, train_counts, len(train_idx), evaluation, state, args, version, model.count_params()),
+        encoding="utf-8",
     )
 
 
-def model_card(data: Dataset, train_counts: dict, n_train: int, evaluation: Evaluation,
-               state: dict, args, version: str, parameters: int) -> str:
+def model_card(
+    data: Dataset,
+    train_counts: dict,
+    n_train: int,
+    evaluation: Evaluation,
+    state: dict,
+    args,
+    version: str,
+    parameters: int,
+) -> str:
     summary = evaluation.summary()
+    results_row = (
+        f"| validation (stratified {100 * args.val_fraction:.0f}%, seed {args.seed}) | {summary['images']} "
+        f"| **{100 * summary['top1']:.2f}%** | {100 * summary['top3']:.2f}% |"
+    )
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     history = "\n".join(
         f"| {h['epoch']} | {h.get('loss', 0):.3f} | {100 * h.get('accuracy', 0):.1f}% "
@@ -154,11 +175,11 @@ leaf in a photo. It is the default model of PlantNet API (`plantnet/model.keras`
 
 | split | images | top-1 | top-3 |
 |---|---:|---:|---:|
-| validation (stratified {100 * args.val_fraction:.0f}%, seed {args.seed}) | {summary['images']} | **{100 * summary['top1']:.2f}%** | {100 * summary['top3']:.2f}% |
+{results_row}
 
-Best epoch {state.get('best_epoch', '?')} of {state['epoch']} (early stopping on validation accuracy,
+Best epoch {state.get("best_epoch", "?")} of {state["epoch"]} (early stopping on validation accuracy,
 patience {args.patience}). Wall time on the training machine (2 CPU cores, no GPU):
-{state['wall_seconds'] / 60:.0f} minutes.
+{state["wall_seconds"] / 60:.0f} minutes.
 
 ![confusion matrix on the validation split](confusion_matrix.png)
 
@@ -177,7 +198,7 @@ Weakest classes by recall: {", ".join(f"{r['label']} ({100 * r['recall']:.0f}%)"
 ## Data
 
 Real PlantVillage leaf photos (Hughes and Salathé 2015, arXiv:1511.08060): lab photographs of one
-leaf on a plain background, 256x256 JPEG. {n_train} images trained the model and {summary['images']}
+leaf on a plain background, 256x256 JPEG. {n_train} images trained the model and {summary["images"]}
 were held out for validation, stratified per class. Folder names map to the display labels the
 original PlantNet API returned (`labels.tsv`).
 
@@ -188,8 +209,8 @@ answer them: a photo of such a leaf gets the nearest known class, typically with
 ## Architecture and input
 
 `keras.applications.InceptionV3(include_top=False, weights=None)` with global average pooling,
-dropout 0.3 and a {len(data.labels)}-way softmax; {parameters / 1e6:.1f} M parameters. Input: {args.input_size}x{args.input_size}
-RGB, chosen for training time on a 2-core CPU.
+dropout 0.3 and a {len(data.labels)}-way softmax; {parameters / 1e6:.1f} M parameters.
+Input: {args.input_size}x{args.input_size} RGB, chosen for training time on a 2-core CPU.
 
 ## Preprocessing (util/leaf.py, shared by training, evaluation and the service)
 
@@ -217,7 +238,7 @@ up to {args.epochs} epochs; checkpoints every epoch; `--resume` continues a stop
   confidence and `top_k` before acting on an answer.
 - Near-duplicate photos of the same leaf can occur in both splits (PlantVillage photographs some
   leaves several times), so validation accuracy may be optimistic.
-- Classes with few images: `Potato_healthy` has {train_counts.get('Potato_healthy', '?')} training images;
+- Classes with few images: `Potato_healthy` has {train_counts.get("Potato_healthy", "?")} training images;
   the four classes listed under Data are not covered at all.
 - The model always answers one of its {len(data.labels)} classes, even for a photo that is not a leaf.
 """

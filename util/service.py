@@ -52,8 +52,13 @@ class LeafDoctor:
         threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         log.info(
             "model %s %s (%s, %d labels, %d px) on %s/%s",
-            self.artifact.name, self.artifact.version, self.artifact.kind, len(self.labels),
-            self.input_size, self.engine.name, self.engine.precision,
+            self.artifact.name,
+            self.artifact.version,
+            self.artifact.kind,
+            len(self.labels),
+            self.input_size,
+            self.engine.name,
+            self.engine.precision,
         )
 
     def _warm_up(self) -> None:
