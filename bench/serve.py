@@ -1,0 +1,340 @@
+"""Serving benchmark: the production command against a naive baseline, on this machine.
+
+    python bench/serve.py                      # full run, about 4 minutes
+    python bench/serve.py --grid               # short runs over worker/thread/batch settings
+
+Starts ``gunicorn application:app`` (the Procfile's web command, gunicorn.conf.py) on
+127.0.0.1, waits for GET /health, and drives it with a closed-loop multipart load generator
+(each client sends its next request when the previous one is answered) at 1, 4 and 16
+clients on the 256 px leaf JPEGs of sample_images/, and at 4 clients on the 12-megapixel
+photo. Then does the same for bench/naive_app.py under one sync worker (the original
+design), measures the bare engine's ceiling on preprocessed batches, and prints a Markdown
+table with ratios and the issue's targets. Raw numbers go to --out (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_images"
+PHOTO = SAMPLES / "plantnet_original_sample.jpg"
+SERVICE = ["gunicorn", "application:app"]
+BASELINE = ["gunicorn", "--workers", "1", "--worker-class", "sync", "--timeout", "300", "bench.naive_app:app"]
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    images_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A gunicorn process on 127.0.0.1, started and stopped around one block of measurements."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        bin_dir = Path(sys.executable).parent
+        full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(bin_dir / command[0]), *command[1:]],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ready_s = self._wait_ready(started)
+
+    def _wait_ready(self, started: float, limit: float = 300) -> float:
+        while time.monotonic() - started < limit:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server not ready in time")
+
+    def worker_rss_mb(self) -> float:
+        """Largest VmRSS among the master's child processes (the workers)."""
+        sizes = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == str(self.process.pid) and "VmRSS" in fields:
+                sizes.append(int(fields["VmRSS"].split()[0]) / 1024)
+        return max(sizes, default=0.0)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def drive(url: str, payloads: list[tuple[str, bytes]], clients: int, duration: float) -> LoadResult:
+    """Closed loop: ``clients`` threads each send a request, wait for the answer, send the next."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+
+    def client(offset: int) -> None:
+        session = requests.Session()
+        for name, data in itertools.islice(itertools.cycle(payloads), offset, None):
+            if time.monotonic() >= stop_at:
+                return
+            began = time.perf_counter()
+            try:
+                ok = session.post(f"{url}/Diagnosis/prediction", files={"image": (name, data)}, timeout=60).ok
+            except requests.RequestException:
+                ok = False
+            took = time.perf_counter() - began
+            with lock:
+                latencies.append(took)
+                errors[0] += not ok
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.monotonic() - began
+    ms = np.array(latencies) * 1000
+    return LoadResult(
+        clients,
+        len(latencies),
+        errors[0],
+        round(seconds, 2),
+        round(len(latencies) / seconds, 2),
+        *(round(float(np.percentile(ms, q)), 1) if len(ms) else float("nan") for q in (50, 95, 99)),
+    )
+
+
+def leaf_payloads() -> list[tuple[str, bytes]]:
+    return [(p.name, p.read_bytes()) for p in sorted(SAMPLES.glob("*.jpg")) if p != PHOTO]
+
+
+def measure(command: list[str], env: dict[str, str], clients: list[int], photo_clients: int, duration: float) -> dict:
+    """Start one server, warm it, run every load level, read the worker's RSS, stop it."""
+    server = Server(command, env)
+    try:
+        leaves = leaf_payloads()
+        drive(server.url, leaves, max(clients), min(3.0, duration))  # warm-up, not reported
+        rss_after_warmup = server.worker_rss_mb()
+        results = {f"leaf_c{c}": asdict(drive(server.url, leaves, c, duration)) for c in clients}
+        if photo_clients:
+            results[f"photo_c{photo_clients}"] = asdict(
+                drive(server.url, [(PHOTO.name, PHOTO.read_bytes())], photo_clients, duration)
+            )
+        return {
+            "ready_s": round(server.ready_s, 2),
+            "rss_mb_after_warmup": round(rss_after_warmup, 1),
+            "rss_mb": round(server.worker_rss_mb(), 1),
+            "loads": results,
+        }
+    finally:
+        server.stop()
+
+
+def engine_ceiling(model_dir: Path, env: dict[str, str], seconds: float = 3.0) -> dict:
+    """Images/s of the bare engine on preprocessed random batches, per batch size, in a child process."""
+    code = (
+        "import json,sys,time,numpy as np\n"
+        "from util.config import Settings\nfrom util.engine import create_engine\nfrom util.model import find_artifact\n"
+        "s=Settings.from_env(model_dir=sys.argv[1]); e=create_engine(find_artifact(s.model_dir), s); out={}\n"
+        "for b in (1,8,16,32):\n"
+        " x=np.random.default_rng(0).uniform(-1,1,(b,e.input_size,e.input_size,3)).astype('float32'); e.predict(x)\n"
+        " n=0; t=time.perf_counter()\n"
+        f" while time.perf_counter()-t<{seconds}: e.predict(x); n+=1\n"
+        " out[b]={'images_per_s':round(n*b/(time.perf_counter()-t),1),'ms_per_batch':round(1000*(time.perf_counter()-t)/n,2)}\n"
+        "print(json.dumps({'engine':e.name+'/'+e.precision,'input_size':e.input_size,'batches':out}))\n"
+    )
+    env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir)], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["ceiling_images_per_s"] = max(v["images_per_s"] for v in result["batches"].values())
+    return result
+
+
+def targets(service: dict, baseline: dict | None, ceiling: dict) -> list[tuple[str, str, bool]]:
+    loads = service["loads"]
+    rows = [
+        (
+            "16 clients, 256px JPEGs: >= 40 img/s",
+            f"{loads['leaf_c16']['images_per_s']:.1f} img/s",
+            loads["leaf_c16"]["images_per_s"] >= 40,
+        ),
+        (
+            "16 clients: >= 60% of engine ceiling",
+            f"{100 * loads['leaf_c16']['images_per_s'] / ceiling['ceiling_images_per_s']:.0f}%",
+            loads["leaf_c16"]["images_per_s"] >= 0.6 * ceiling["ceiling_images_per_s"],
+        ),
+        ("1 client: median <= 40 ms", f"{loads['leaf_c1']['p50_ms']:.1f} ms", loads["leaf_c1"]["p50_ms"] <= 40),
+        (
+            "12 MP photo, 4 clients: >= 12 img/s",
+            f"{loads['photo_c4']['images_per_s']:.1f} img/s",
+            loads["photo_c4"]["images_per_s"] >= 12,
+        ),
+        ("worker RSS <= 600 MB", f"{service['rss_mb']:.0f} MB", service["rss_mb"] <= 600),
+        ("ready <= 15 s", f"{service['ready_s']:.1f} s", service["ready_s"] <= 15),
+    ]
+    if baseline:
+        ratios = [r for _, _, r in ratio_rows(service, baseline)]
+        rows.append(("every figure >= 10x the baseline", f"min {min(ratios):.1f}x", min(ratios) >= 10))
+    return rows
+
+
+def ratio_rows(service: dict, baseline: dict) -> list[tuple[str, str, float]]:
+    rows = []
+    for key, mine in service["loads"].items():
+        base = baseline["loads"].get(key)
+        if not base:
+            continue
+        rows.append((key, "img/s", mine["images_per_s"] / max(base["images_per_s"], 1e-9)))
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            rows.append((key, q, base[q] / max(mine[q], 1e-9)))
+    return rows
+
+
+def markdown(service: dict, baseline: dict | None, ceiling: dict) -> str:
+    lines = [
+        "| load | service img/s | p50 / p95 / p99 ms | errors | baseline img/s | baseline p50 / p95 / p99 ms |"
+        " throughput x | p50 x |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, mine in service["loads"].items():
+        base = (baseline or {"loads": {}})["loads"].get(key)
+        lat = f"{mine['p50_ms']:.0f} / {mine['p95_ms']:.0f} / {mine['p99_ms']:.0f}"
+        if base:
+            blat = f"{base['p50_ms']:.0f} / {base['p95_ms']:.0f} / {base['p99_ms']:.0f}"
+            lines.append(
+                f"| {key} | {mine['images_per_s']:.1f} | {lat} | {mine['errors']} | "
+                f"{base['images_per_s']:.2f} | {blat} | {mine['images_per_s'] / base['images_per_s']:.1f} "
+                f"| {base['p50_ms'] / mine['p50_ms']:.1f} |"
+            )
+        else:
+            lines.append(f"| {key} | {mine['images_per_s']:.1f} | {lat} | {mine['errors']} | | | | |")
+    batches = ", ".join(
+        f"bs{b}: {v['images_per_s']:.0f} img/s ({v['ms_per_batch']:.1f} ms)" for b, v in ceiling["batches"].items()
+    )
+    lines += [
+        "",
+        f"Engine {ceiling['engine']} at {ceiling['input_size']} px, preprocessed batches: {batches}.",
+        f"Worker RSS {service['rss_mb']:.0f} MB (after warm-up {service['rss_mb_after_warmup']:.0f} MB); "
+        f"ready {service['ready_s']:.1f} s after start.",
+    ]
+    if baseline:
+        lines.append(f"Baseline worker RSS {baseline['rss_mb']:.0f} MB; ready {baseline['ready_s']:.1f} s.")
+    lines += ["", "| target | measured | |", "|---|---:|---|"]
+    lines += [
+        f"| {name} | {value} | {'PASS' if ok else 'FAIL'} |" for name, value, ok in targets(service, baseline, ceiling)
+    ]
+    return "\n".join(lines)
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def run_grid(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Short 16-client runs over the settings worth choosing by measurement."""
+    grid = [
+        {"WEB_CONCURRENCY": w, "GUNICORN_THREADS": t, "PLANTNET_MAX_BATCH_SIZE": b, "PLANTNET_MAX_WAIT_MS": m}
+        for w, t, b, m in [
+            ("1", "8", "16", "4"),
+            ("1", "16", "16", "4"),
+            ("1", "4", "16", "4"),
+            ("1", "8", "8", "4"),
+            ("1", "8", "32", "4"),
+            ("1", "8", "16", "1"),
+            ("1", "8", "16", "10"),
+            ("2", "8", "16", "4"),
+        ]
+    ]
+    for settings in grid:
+        result = measure(SERVICE, {**env, **settings}, [16], 0, args.duration)
+        load = result["loads"]["leaf_c16"]
+        print(
+            json.dumps(settings),
+            f"{load['images_per_s']:.1f} img/s p50 {load['p50_ms']:.0f} ms",
+            f"rss {result['rss_mb']:.0f} MB",
+            flush=True,
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", type=Path, default=ROOT / "plantnet")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per load level")
+    p.add_argument("--clients", default="1,4,16")
+    p.add_argument("--photo-clients", type=int, default=4)
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service, repeatable")
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--grid", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = p.parse_args()
+    env = {"PLANTNET_MODEL_DIR": str(args.model_dir.resolve()), **parse_env(args.env)}
+    if args.grid:
+        run_grid(args, env)
+        return
+    clients = [int(c) for c in args.clients.split(",")]
+    service = measure(SERVICE, env, clients, args.photo_clients, args.duration)
+    print("service:", json.dumps(service), flush=True)
+    ceiling = engine_ceiling(args.model_dir, env)
+    print("engine:", json.dumps(ceiling), flush=True)
+    baseline = None
+    if not args.skip_baseline:
+        baseline = measure(BASELINE, env, clients, args.photo_clients, args.duration)
+        print("baseline:", json.dumps(baseline), flush=True)
+    report = {
+        "service": service,
+        "engine": ceiling,
+        "baseline": baseline,
+        "env": env,
+        "duration_s": args.duration,
+        "cpu_count": os.cpu_count(),
+    }
+    args.out.write_text(json.dumps(report, indent=1))
+    print()
+    print(markdown(service, baseline, ceiling))
+
+
+if __name__ == "__main__":
+    main()
