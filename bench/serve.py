@@ -173,20 +173,14 @@ def measure(command: list[str], env: dict[str, str], clients: list[int], photo_c
 
 def engine_ceiling(model_dir: Path, env: dict[str, str], seconds: float = 3.0) -> dict:
     """Images/s of the bare engine on preprocessed random batches, per batch size, in a child process."""
-    code = (
-        "import json,sys,time,numpy as np\n"
-        "from util.config import Settings\nfrom util.engine import create_engine\nfrom util.model import find_artifact\n"
-        "s=Settings.from_env(model_dir=sys.argv[1]); e=create_engine(find_artifact(s.model_dir), s); out={}\n"
-        "for b in (1,8,16,32):\n"
-        " x=np.random.default_rng(0).uniform(-1,1,(b,e.input_size,e.input_size,3)).astype('float32'); e.predict(x)\n"
-        " n=0; t=time.perf_counter()\n"
-        f" while time.perf_counter()-t<{seconds}: e.predict(x); n+=1\n"
-        " out[b]={'images_per_s':round(n*b/(time.perf_counter()-t),1),'ms_per_batch':round(1000*(time.perf_counter()-t)/n,2)}\n"
-        "print(json.dumps({'engine':e.name+'/'+e.precision,'input_size':e.input_size,'batches':out}))\n"
-    )
     env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
-        [sys.executable, "-c", code, str(model_dir)], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "bench.ceiling", str(model_dir), str(seconds)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["ceiling_images_per_s"] = max(v["images_per_s"] for v in result["batches"].values())

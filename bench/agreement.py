@@ -1,0 +1,61 @@
+"""Compare backends on a dataset: ``python bench/agreement.py --data DIR [--split validation]``.
+
+Scores every image with TensorFlow (f32 graph, the reference) and OpenVINO in f32 and bf16,
+through util.leaf's preprocessing, and prints top-1 agreement with the reference, the largest
+probability difference and each backend's accuracy. ``--split validation`` keeps only the
+split train.py held out (same seed and fraction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from util import dataset as ds
+from util.config import Settings
+from util.engine import OpenVINOEngine, TensorFlowEngine
+from util.model import find_artifact
+from util.report import predict_pixels
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--labels", type=Path)
+    p.add_argument("--model", type=Path, default=Path("plantnet"))
+    p.add_argument("--split", choices=["all", "validation"], default="validation")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=1337)
+    args = p.parse_args()
+
+    artifact = find_artifact(args.model)
+    engines = {"tensorflow/f32": TensorFlowEngine(artifact)}
+    for precision in ("f32", "bf16"):
+        engines[f"openvino/{precision}"] = OpenVINOEngine(artifact, Settings(model_dir=args.model, precision=precision))
+    data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
+    indices = np.arange(len(data.paths))
+    if args.split == "validation":
+        indices = ds.stratified_split(data.targets, args.val_fraction, args.seed)[1]
+    known = {label: i for i, label in enumerate(artifact.labels)}
+    indices = [i for i in indices if data.labels[data.targets[i]] in known]
+    targets = np.array([known[data.labels[data.targets[i]]] for i in indices])
+    size = engines["tensorflow/f32"].input_size
+    pixels = ds.load_pixels([data.paths[i] for i in indices], size)
+    scores = {name: predict_pixels(engine.predict, pixels) for name, engine in engines.items()}
+    reference = scores["tensorflow/f32"]
+    report = {}
+    for name, probabilities in scores.items():
+        report[name] = {
+            "images": len(targets),
+            "top1_accuracy": round(float(np.mean(probabilities.argmax(1) == targets)), 4),
+            "top1_agreement_with_tensorflow": round(float(np.mean(probabilities.argmax(1) == reference.argmax(1))), 4),
+            "largest_probability_difference": round(float(np.abs(probabilities - reference).max()), 5),
+        }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Backends agree: OpenVINO (bf16 and f32) against the TensorFlow graph, on real sample photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLES, SHIPPED_MODEL
+
+from util import leaf
+from util.config import Settings
+from util.engine import OpenVINOEngine, TensorFlowEngine, create_engine
+from util.model import find_artifact
+
+
+def sample_batch(size: int) -> np.ndarray:
+    return np.stack([leaf.load_pixels(p.read_bytes(), size) for p in sorted(SAMPLES.glob("*.jpg"))])
+
+
+def compare(model_dir, cache, precision: str) -> tuple[float, float]:
+    """Return (top-1 agreement, largest probability difference) of OpenVINO vs TensorFlow."""
+    artifact = find_artifact(model_dir)
+    reference = TensorFlowEngine(artifact)
+    candidate = OpenVINOEngine(artifact, Settings(model_dir=model_dir, cache_dir=cache, precision=precision))
+    batch = sample_batch(reference.input_size)
+    expected, got = reference.predict(batch), candidate.predict(batch)
+    agreement = float(np.mean(expected.argmax(1) == got.argmax(1)))
+    return agreement, float(np.abs(expected - got).max())
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_agrees_with_tensorflow_on_the_tiny_model(tiny_model_dir, openvino_cache, precision):
+    agreement, largest = compare(tiny_model_dir, openvino_cache, precision)
+    print(f"tiny model, OpenVINO {precision}: top-1 agreement {agreement:.3f}, largest difference {largest:.5f}")
+    assert largest < (1e-4 if precision == "f32" else 0.02)
+
+
+def test_auto_backend_is_openvino_and_tensorflow_is_the_fallback(tiny_model_dir, openvino_cache):
+    artifact = find_artifact(tiny_model_dir)
+    assert create_engine(artifact, Settings(model_dir=tiny_model_dir, cache_dir=openvino_cache)).name == "openvino"
+    forced = Settings(model_dir=tiny_model_dir, cache_dir=openvino_cache, backend="tensorflow")
+    assert create_engine(artifact, forced).name == "tensorflow"
+
+
+def test_tensorflow_engine_batches_equal_single_calls(tiny_model_dir):
+    engine = TensorFlowEngine(find_artifact(tiny_model_dir))
+    batch = sample_batch(engine.input_size)
+    singles = np.concatenate([engine.predict(batch[i : i + 1]) for i in range(len(batch))])
+    np.testing.assert_allclose(engine.predict(batch), singles, atol=1e-5)
+
+
+@pytest.mark.shipped_model
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_agrees_with_tensorflow_on_the_shipped_model(openvino_cache, precision):
+    agreement, largest = compare(SHIPPED_MODEL, openvino_cache, precision)
+    print(f"shipped model, OpenVINO {precision}: top-1 agreement {agreement:.3f}, largest difference {largest:.5f}")
+    assert agreement >= 0.99
+    assert largest < (1e-3 if precision == "f32" else 0.1)
