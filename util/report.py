@@ -74,6 +74,12 @@ def predict_pixels(predict: Predict, pixels: np.ndarray, batch_size: int = 32) -
     return np.concatenate(rows).astype(np.float32)
 
 
+def accuracy(model, pixels: np.ndarray, targets: np.ndarray) -> float:
+    """Top-1 accuracy of a Keras model on uint8 images, in inference mode."""
+    probabilities = predict_pixels(lambda x: model(x, training=False).numpy(), pixels)
+    return float(np.mean(probabilities.argmax(axis=1) == targets))
+
+
 def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
     """Draw the confusion matrix, normalised per true class, with counts in the cells."""
     import matplotlib
@@ -158,7 +164,16 @@ def model_card(
         f"| validation (stratified {100 * args.val_fraction:.0f}%, seed {args.seed}) | {summary['images']} "
         f"| **{100 * summary['top1']:.2f}%** | {100 * summary['top3']:.2f}% |"
     )
-    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    argv = [a for a in sys.argv[1:] if a != "--resume"]  # a resumed run reproduces the whole run
+    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *argv])
+    recalibration = state.get("batch_norm_recalibration")
+    recalibration_line = (
+        f"Batch-norm statistics were then recomputed on unaugmented training images (see Training): "
+        f"validation top-1 {100 * recalibration['val_accuracy_before']:.2f}% before, "
+        f"{100 * recalibration['val_accuracy_after']:.2f}% after."
+        if recalibration
+        else ""
+    )
     history = "\n".join(
         f"| {h['epoch']} | {h.get('loss', 0):.3f} | {100 * h.get('accuracy', 0):.1f}% "
         f"| {h.get('val_loss', 0):.3f} | {100 * h.get('val_accuracy', 0):.1f}% |"
@@ -180,6 +195,7 @@ leaf in a photo. It is the default model of PlantNet API (`plantnet/model.keras`
 Best epoch {state.get("best_epoch", "?")} of {state["epoch"]} (early stopping on validation accuracy,
 patience {args.patience}). Wall time on the training machine (2 CPU cores, no GPU):
 {state["wall_seconds"] / 60:.0f} minutes.
+{recalibration_line}
 
 ![confusion matrix on the validation split](confusion_matrix.png)
 
@@ -229,7 +245,11 @@ brightness and contrast ±20%, hue ±0.04.
 
 Adam, learning rate {args.learning_rate} with {args.warmup_epochs:g} warm-up epoch and cosine decay,
 batch {args.batch_size}, label smoothing {args.label_smoothing}, {args.precision}, seed {args.seed},
-up to {args.epochs} epochs; checkpoints every epoch; `--resume` continues a stopped run.
+up to {args.epochs} epochs; checkpoints every epoch; `--resume` continues a stopped run. The
+weights of the best epoch are kept; then their batch-norm moving averages, which tracked
+augmented images and lagging weights during training, are recomputed as a running mean over
+up to 7,680 unaugmented training images ("precise BN"). Validation images are never used for
+this.
 
 ## Known limits
 
