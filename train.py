@@ -221,6 +221,30 @@ def recalibrate_batch_norm(model, pixels, seed: int, batch_size: int = 64, max_b
     return len(batches) * batch_size
 
 
+def select_recalibrated(candidates: dict, pixels, targets, train_idx, val_idx, state: EpochState, args):
+    """Recalibrate batch norm of each saved candidate and keep the one with the best validation accuracy.
+
+    The epoch-end validation scores that chose "best epoch" used lagging batch-norm statistics,
+    so the last epoch (lowest learning rate) is judged again on equal terms.
+    """
+    import keras
+
+    results, models = {}, {}
+    for name, path in candidates.items():
+        if not path.exists():
+            continue
+        model = keras.models.load_model(path, compile=False)
+        before = report.accuracy(model, pixels[val_idx], targets[val_idx])
+        recalibrate_batch_norm(model, pixels[train_idx], args.seed)
+        after = report.accuracy(model, pixels[val_idx], targets[val_idx])
+        log.info("%s: validation accuracy %.4f before, %.4f after batch-norm recalibration", name, before, after)
+        results[name] = {"val_accuracy_before": before, "val_accuracy_after": after}
+        models[name] = model
+    chosen = max(results, key=lambda name: results[name]["val_accuracy_after"])
+    state.data["batch_norm_recalibration"] = {**results[chosen], "chosen": chosen, "candidates": results}
+    return models[chosen]
+
+
 def train(args: argparse.Namespace) -> None:
     import keras
 
@@ -272,12 +296,15 @@ def train(args: argparse.Namespace) -> None:
             state.save()
             raise SystemExit("training diverged (NaN loss); resume with --precision float32")
 
-    best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
-    before = report.accuracy(best, pixels[val_idx], data.targets[val_idx])
-    recalibrate_batch_norm(best, pixels[train_idx], args.seed)
-    after = report.accuracy(best, pixels[val_idx], data.targets[val_idx])
-    log.info("validation accuracy %.4f before, %.4f after batch-norm recalibration", before, after)
-    state.data["batch_norm_recalibration"] = {"val_accuracy_before": before, "val_accuracy_after": after}
+    best = select_recalibrated(
+        {"best epoch": best_path, "last epoch": work / CHECKPOINT},
+        pixels,
+        data.targets,
+        train_idx,
+        val_idx,
+        state,
+        args,
+    )
     report.write_artifact(best, data, train_idx, val_idx, pixels, state.data, args)
 
 

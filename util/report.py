@@ -168,9 +168,13 @@ def model_card(
     command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *argv])
     recalibration = state.get("batch_norm_recalibration")
     recalibration_line = (
-        f"Batch-norm statistics were then recomputed on unaugmented training images (see Training): "
-        f"validation top-1 {100 * recalibration['val_accuracy_before']:.2f}% before, "
-        f"{100 * recalibration['val_accuracy_after']:.2f}% after."
+        "Batch-norm statistics were then recomputed on unaugmented training images (see Training); "
+        + "; ".join(
+            f"{name} (epoch {state.get('best_epoch', '?') if name == 'best epoch' else state['epoch']}): "
+            f"validation top-1 {100 * r['val_accuracy_before']:.2f}% before, {100 * r['val_accuracy_after']:.2f}% after"
+            for name, r in recalibration["candidates"].items()
+        )
+        + f". Shipped: the {recalibration['chosen']}."
         if recalibration
         else ""
     )
