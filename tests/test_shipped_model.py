@@ -83,7 +83,7 @@ def test_procfile_command_serves_a_real_diagnosis_over_http(openvino_cache):
             try:
                 if requests.get(f"{base}/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.5)
         else:

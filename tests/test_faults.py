@@ -1,0 +1,173 @@
+"""Clean faults: a broken model stops start-up with one clear line; SIGTERM lets answers finish."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, make_app, sample_bytes
+
+from application import create_app
+from util.model import ModelLoadError
+
+
+def broken_copy(tiny_model_dir: Path, target: Path, breakage: str) -> Path:
+    shutil.copytree(tiny_model_dir, target)
+    if breakage == "corrupt model":
+        (target / "model.keras").write_bytes(os.urandom(4096))
+    elif breakage == "mislabelled":
+        (target / "labels.txt").write_text("Tomato_healthy\nApple_scab\n")
+    elif breakage == "no labels":
+        (target / "labels.txt").unlink()
+    elif breakage == "missing model":
+        (target / "model.keras").unlink()
+    return target
+
+
+BREAKAGES = {
+    "corrupt model": "model.keras",
+    "mislabelled": "labels.txt",
+    "no labels": "labels.txt",
+    "missing model": "model.keras",
+}
+
+
+@pytest.mark.parametrize(("breakage", "named_file"), BREAKAGES.items(), ids=BREAKAGES.keys())
+def test_broken_model_refuses_to_start_naming_the_file(tiny_model_dir, tmp_path, breakage, named_file):
+    model_dir = broken_copy(tiny_model_dir, tmp_path / "model", breakage)
+    with pytest.raises(ModelLoadError, match=named_file):
+        create_app({"PLANTNET": {"model_dir": model_dir, "cache_dir": tmp_path / "cache", "backend": "tensorflow"}})
+
+
+def test_missing_model_directory_is_named(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        create_app({"PLANTNET": {"model_dir": tmp_path / "nowhere"}})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(model_dir: Path, cache_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "PLANTNET_MODEL_DIR": str(model_dir),
+        "PLANTNET_CACHE_DIR": str(cache_dir),
+        **env,
+    }
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    process = subprocess.Popen(
+        [gunicorn, "application:app"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(process: subprocess.Popen, url: str, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    pytest.fail("not healthy in time")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("breakage", ["corrupt model", "mislabelled"])
+def test_production_command_exits_non_zero_with_one_clear_line(tiny_model_dir, tmp_path, breakage):
+    model_dir = broken_copy(tiny_model_dir, tmp_path / "model", breakage)
+    process, _ = start_gunicorn(model_dir, tmp_path / "cache")
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode != 0
+    lines = [line for line in stderr.splitlines() if "cannot start:" in line]
+    assert len(lines) == 1, stderr
+    assert BREAKAGES[breakage] in lines[0]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_sigterm_answers_in_flight_requests_before_exiting(tiny_model_dir, openvino_cache):
+    process, url = start_gunicorn(
+        tiny_model_dir, openvino_cache, PLANTNET_MAX_WAIT_MS="1500", PLANTNET_MAX_BATCH_SIZE="64"
+    )
+    try:
+        wait_healthy(process, url)
+        answers: list[int] = []
+
+        def post() -> None:
+            files = {"image": ("leaf.jpg", sample_bytes("tomato_healthy.jpg"))}
+            answers.append(requests.post(f"{url}/Diagnosis/prediction", files=files, timeout=30).status_code)
+
+        clients = [threading.Thread(target=post) for _ in range(4)]
+        for client in clients:
+            client.start()
+        time.sleep(0.7)  # the requests now wait in the batcher for company
+        process.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.join(30)
+        assert answers == [200, 200, 200, 200]
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_error_bodies_reveal_no_internals(app):
+    client = app.test_client()
+    bodies = [
+        client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(b"\x89PNG\r\n\x1a\n"), "x.png")}).get_data(
+            True
+        ),
+        client.post("/Diagnosis/prediction", data={}).get_data(True),
+        client.get("/Diagnosis/prediction").get_data(True),
+        client.get("/missing").get_data(True),
+    ]
+    for body in bodies:
+        for leak in ("Traceback", "/work", ".py", "werkzeug", "flask", "tensorflow", "openvino", "PIL"):
+            assert leak not in body, body
+
+
+def test_an_internal_bug_is_a_bare_500_logged_once(app, caplog, monkeypatch):
+    doctor = app.extensions["plantnet"]
+
+    def broken(data, top_k):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(doctor, "diagnose", broken)
+    r = app.test_client().post("/Diagnosis/prediction", data={"image": (io.BytesIO(b"x"), "x.jpg")})
+    assert r.status_code == 500
+    assert "secret" not in r.get_data(True) and r.get_json()["message"]
+    assert (
+        sum(
+            "secret internal detail" in (rec.exc_text or "") or "secret" in rec.getMessage()
+            for rec in caplog.records
+            if rec.levelname == "ERROR"
+        )
+        == 1
+    )
+
+
+def test_debug_is_off(tiny_model_dir, tmp_path):
+    app = make_app(tiny_model_dir, tmp_path)
+    try:
+        assert app.debug is False and app.config["PROPAGATE_EXCEPTIONS"] is False
+    finally:
+        app.extensions["plantnet"].close()
