@@ -15,6 +15,7 @@ table with ratios and the issue's targets. Raw numbers go to --out (JSON).
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
 import os
@@ -105,27 +106,49 @@ class Server:
             self.process.kill()
 
 
+def multipart_body(name: str, data: bytes, boundary: str = "plantnet-bench") -> tuple[bytes, dict[str, str]]:
+    """Encode one upload once, so the load generator spends its CPU on sending, not encoding."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(body))}
+
+
 def drive(url: str, payloads: list[tuple[str, bytes]], clients: int, duration: float) -> LoadResult:
-    """Closed loop: ``clients`` threads each send a request, wait for the answer, send the next."""
+    """Closed loop: ``clients`` threads each send a request, wait for the answer, send the next.
+
+    A light client (http.client, keep-alive, pre-encoded bodies): it shares the CPU with the
+    server, so every cycle it spends is one the service does not get.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    bodies = [multipart_body(name, data) for name, data in payloads]
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
 
     def client(offset: int) -> None:
-        session = requests.Session()
-        for name, data in itertools.islice(itertools.cycle(payloads), offset, None):
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        for body, headers in itertools.islice(itertools.cycle(bodies), offset, None):
             if time.monotonic() >= stop_at:
-                return
+                break
             began = time.perf_counter()
             try:
-                ok = session.post(f"{url}/Diagnosis/prediction", files={"image": (name, data)}, timeout=60).ok
-            except requests.RequestException:
+                connection.request("POST", "/Diagnosis/prediction", body, headers)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection(host, int(port), timeout=60)
                 ok = False
             took = time.perf_counter() - began
             with lock:
                 latencies.append(took)
                 errors[0] += not ok
+        connection.close()
 
     began = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
