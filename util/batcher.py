@@ -33,8 +33,11 @@ class Batcher:
         max_batch_size: int = 16,
         max_wait_ms: float = 4.0,
         observe: BatchObserver | None = None,
+        before_first: Callable[[], None] | None = None,
     ):
+        """``before_first`` runs on the inference thread before any request (warm-up); requests queue meanwhile."""
         self._predict = predict
+        self._before_first = before_first
         self.input_shape = tuple(input_shape)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -64,6 +67,8 @@ class Batcher:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self._before_first is not None:
+            self._before_first()
         while True:
             first = self._queue.get()
             if first is None:

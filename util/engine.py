@@ -137,9 +137,3 @@ def create_engine(artifact: Artifact, settings: Settings) -> Engine:
                 raise
             log.warning("OpenVINO failed (%s); serving with TensorFlow", exc)
     return TensorFlowEngine(artifact, settings.inference_threads)
-
-
-def warm_up(engine: Engine, batch_sizes: tuple[int, ...] = (1,)) -> None:
-    """Run a throwaway inference per batch size so the first client does not pay for compilation."""
-    for size in batch_sizes:
-        engine.predict(np.zeros((size, engine.input_size, engine.input_size, 3), np.float32))

@@ -41,15 +41,15 @@ class LeafDoctor:
         self.input_size = self.engine.input_size
         self.labels = self.artifact.labels
         self.model_info = {"name": self.artifact.name, "version": self.artifact.version}
+        self.ready = threading.Event()
         self.batcher = Batcher(
             self.engine.predict,
             (self.input_size, self.input_size, 3),
             settings.max_batch_size,
             settings.max_wait_ms,
             observe_batch,
+            before_first=self._warm_up,
         )
-        self.ready = threading.Event()
-        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         log.info(
             "model %s %s (%s, %d labels, %d px) on %s/%s",
             self.artifact.name,
@@ -62,11 +62,14 @@ class LeafDoctor:
         )
 
     def _warm_up(self) -> None:
-        """Compile the engine for one image and for a full batch before /health says ok."""
-        blank = np.zeros(self.batcher.input_shape, np.float32)
-        self.batcher.predict(blank)
-        for future in [self.batcher.submit(blank) for _ in range(self.settings.max_batch_size)]:
-            future.result()
+        """Run every batch size once before /health says ok.
+
+        The engine prepares (and keeps) memory per batch shape; doing all of them now makes the
+        first requests fast and the worker's memory flat from then on.
+        """
+        size = self.input_size
+        for batch_size in range(1, self.settings.max_batch_size + 1):
+            self.engine.predict(np.zeros((batch_size, size, size, 3), np.float32))
         self.ready.set()
         log.info("warm-up done: ready")
 
