@@ -1,4 +1,4 @@
-"""Compare backends on a dataset: ``python bench/agreement.py --data DIR [--split validation]``.
+"""Compare backends on a dataset: ``python -m bench.agreement --data DIR [--split validation]``.
 
 Scores every image with TensorFlow (f32 graph, the reference) and OpenVINO in f32 and bf16,
 through util.leaf's preprocessing, and prints top-1 agreement with the reference, the largest
