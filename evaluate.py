@@ -26,8 +26,7 @@ from util.model import find_artifact
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
-    p.add_argument("--labels", type=Path, help="folder<TAB>display label file (labels.tsv)")
+    ds.add_dataset_arguments(p)
     p.add_argument("--model", type=Path, default=Path("plantnet"), help="model directory")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="report directory")
     p.add_argument("--backend", choices=["auto", "openvino", "tensorflow"], default="auto")
@@ -37,8 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all",
         help="'validation': only the split train.py held out (same --seed and --val-fraction)",
     )
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=1337)
     return p.parse_args(argv)
 
 

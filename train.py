@@ -36,8 +36,7 @@ log = logging.getLogger("train")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
-    p.add_argument("--labels", type=Path, help="folder<TAB>display label file (labels.tsv)")
+    ds.add_dataset_arguments(p)
     p.add_argument("--out", type=Path, default=Path("plantnet"), help="artifact directory")
     p.add_argument("--work-dir", type=Path, default=Path("runs/train"), help="checkpoints, cache")
     p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="pixels, >= 75")
@@ -46,7 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.05)
-    p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument(
         "--min-images",
         type=int,
@@ -58,7 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
     p.add_argument("--weights", type=Path, help="local ImageNet InceptionV3 no-top weights (.h5)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity: 1 bar, 2 line per epoch")
     return p.parse_args(argv)
 

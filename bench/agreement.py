@@ -23,12 +23,9 @@ from util.report import predict_pixels
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--labels", type=Path)
+    ds.add_dataset_arguments(p)
     p.add_argument("--model", type=Path, default=Path("plantnet"))
     p.add_argument("--split", choices=["all", "validation"], default="validation")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args()
 
     artifact = find_artifact(args.model)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +99,42 @@ def expected_samples() -> list[tuple[str, str]]:
     """(file name, true label) for each leaf photo in sample_images/labels.tsv."""
     rows = (SAMPLES / "labels.tsv").read_text().splitlines()[1:]
     return [tuple(row.split("\t")[:2]) for row in rows if row.strip()]
+
+
+def procfile_web_command() -> list[str]:
+    """The Procfile's web command, with its program taken from this Python's environment."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    program, *args = line.split(":", 1)[1].split()
+    return [str(Path(sys.executable).with_name(program)), *args]
+
+
+def start_server(model_dir: Path, cache_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """Start the production command on a free 127.0.0.1 port; return the process and its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    full_env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "PLANTNET_MODEL_DIR": str(model_dir),
+        "PLANTNET_CACHE_DIR": str(cache_dir),
+        **env,
+    }
+    process = subprocess.Popen(
+        procfile_web_command(), cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(process: subprocess.Popen, url: str, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"the service was not healthy within {limit:.0f} s")

@@ -6,16 +6,13 @@ import io
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, make_app, sample_bytes
+from conftest import make_app, sample_bytes, start_server, wait_healthy
 
 from application import create_app
 from util.model import ModelLoadError
@@ -54,47 +51,11 @@ def test_missing_model_directory_is_named(tmp_path):
         create_app({"PLANTNET": {"model_dir": tmp_path / "nowhere"}})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gunicorn(model_dir: Path, cache_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "PLANTNET_MODEL_DIR": str(model_dir),
-        "PLANTNET_CACHE_DIR": str(cache_dir),
-        **env,
-    }
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    process = subprocess.Popen(
-        [gunicorn, "application:app"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(process: subprocess.Popen, url: str, limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    pytest.fail("not healthy in time")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("breakage", ["corrupt model", "mislabelled"])
 def test_production_command_exits_non_zero_with_one_clear_line(tiny_model_dir, tmp_path, breakage):
     model_dir = broken_copy(tiny_model_dir, tmp_path / "model", breakage)
-    process, _ = start_gunicorn(model_dir, tmp_path / "cache")
+    process, _ = start_server(model_dir, tmp_path / "cache")
     _, stderr = process.communicate(timeout=180)
     assert process.returncode != 0
     lines = [line for line in stderr.splitlines() if "cannot start:" in line]
@@ -105,7 +66,7 @@ def test_production_command_exits_non_zero_with_one_clear_line(tiny_model_dir, t
 
 @pytest.mark.slow
 def test_sigterm_answers_in_flight_requests_before_exiting(tiny_model_dir, openvino_cache):
-    process, url = start_gunicorn(
+    process, url = start_server(
         tiny_model_dir, openvino_cache, PLANTNET_MAX_WAIT_MS="1500", PLANTNET_MAX_BATCH_SIZE="64"
     )
     try:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
-from conftest import ROOT, SHIPPED_MODEL, expected_samples, make_app, sample_bytes
+from conftest import SHIPPED_MODEL, expected_samples, make_app, sample_bytes, start_server, wait_healthy
 
 from util.model import find_artifact
 
@@ -55,39 +50,12 @@ def test_the_original_twelve_megapixel_sample_is_answered(shipped_client):
     assert r.get_json()["label"] in find_artifact(SHIPPED_MODEL).labels
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_procfile_command_serves_a_real_diagnosis_over_http(openvino_cache):
     """Start the Procfile's web command on 127.0.0.1 and POST a sample photo with requests."""
-    command = next(
-        line.split(":", 1)[1].split()
-        for line in (ROOT / "Procfile").read_text().splitlines()
-        if line.startswith("web:")
-    )
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "PLANTNET_CACHE_DIR": str(openvino_cache)}
-    executable = os.path.join(os.path.dirname(sys.executable), command[0])
-    server = subprocess.Popen(
-        [executable, *command[1:]], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(SHIPPED_MODEL, openvino_cache)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the service did not become healthy within 120 s")
+        wait_healthy(server, base)
         name, label = SAMPLES[0]
         r = requests.post(
             f"{base}/Diagnosis/prediction", files={"image": (name, sample_bytes(name), "image/jpeg")}, timeout=30

@@ -15,34 +15,20 @@ from util import dataset as ds
 pytestmark = pytest.mark.slow
 
 
+def tiny_training_args(out, work, *extra: str) -> list[str]:
+    """train.py arguments for a seconds-long run on the tiny dataset kept in tests/data."""
+    return [
+        *("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--out", str(out), "--work-dir", str(work)),
+        *("--input-size", "75", "--batch-size", "4", "--min-images", "2", "--val-fraction", "0.25", "--verbose", "0"),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     out = root / "model"
-    train.main(
-        [
-            "--data",
-            str(TINY_DATA),
-            "--labels",
-            str(TINY_LABELS_TSV),
-            "--out",
-            str(out),
-            "--work-dir",
-            str(root / "work"),
-            "--input-size",
-            "75",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--min-images",
-            "2",
-            "--val-fraction",
-            "0.25",
-            "--verbose",
-            "0",
-        ]
-    )
+    train.main(tiny_training_args(out, root / "work", "--epochs", "1"))
     return out
 
 
@@ -101,29 +87,9 @@ def test_evaluate_reports_on_the_same_pipeline(trained, tmp_path):
 
 def test_resume_refuses_to_overwrite_and_continues(trained, tmp_path_factory):
     work = trained.parent / "work"
-    common = [
-        "--data",
-        str(TINY_DATA),
-        "--labels",
-        str(TINY_LABELS_TSV),
-        "--out",
-        str(trained),
-        "--work-dir",
-        str(work),
-        "--input-size",
-        "75",
-        "--batch-size",
-        "4",
-        "--min-images",
-        "2",
-        "--val-fraction",
-        "0.25",
-        "--verbose",
-        "0",
-    ]
     with pytest.raises(SystemExit, match="--resume"):
-        train.main([*common, "--epochs", "1"])
-    train.main([*common, "--epochs", "2", "--resume"])
+        train.main(tiny_training_args(trained, work, "--epochs", "1"))
+    train.main(tiny_training_args(trained, work, "--epochs", "2", "--resume"))
     assert json.loads((work / "state.json").read_text())["epoch"] == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 from collections import Counter
@@ -24,6 +25,14 @@ class Dataset:
     labels: list[str]  # display labels, in output order
     folders: list[str]  # folder name of each label
     excluded: dict[str, int]  # folder -> image count, for classes left out
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the dataset options train.py, evaluate.py and bench/agreement.py share (one split definition)."""
+    parser.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
+    parser.add_argument("--labels", type=Path, help="folder<TAB>display label file (labels.tsv)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each class held out")
+    parser.add_argument("--seed", type=int, default=1337, help="seed of the split (and of training)")
 
 
 def read_label_map(path: Path | None) -> dict[str, str]:
