@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -164,8 +163,8 @@ def model_card(
         f"| validation (stratified {100 * args.val_fraction:.0f}%, seed {args.seed}) | {summary['images']} "
         f"| **{100 * summary['top1']:.2f}%** | {100 * summary['top3']:.2f}% |"
     )
-    argv = [a for a in sys.argv[1:] if a != "--resume"]  # a resumed run reproduces the whole run
-    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *argv])
+    argv = [a for a in args.argv if a != "--resume"]  # a resumed run reproduces the whole run
+    command = "python train.py " + " ".join(shlex.quote(a) for a in argv)
     recalibration = state.get("batch_norm_recalibration")
     recalibration_line = (
         "Batch-norm statistics were then recomputed on unaugmented training images (see Training); "
