@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -15,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 import requests
+from flask import Flask
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,19 +61,23 @@ def openvino_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("openvino-cache")
 
 
-def make_app(model_dir: Path, cache_dir: Path, **settings):
+@contextmanager
+def serving(model_dir: Path, cache_dir: Path, **settings) -> Iterator[Flask]:
+    """An app on ``model_dir``, warmed up; its inference thread is stopped on exit."""
     from application import create_app
 
     app = create_app({"TESTING": True, "PLANTNET": {"model_dir": model_dir, "cache_dir": cache_dir, **settings}})
-    assert app.extensions["plantnet"].ready.wait(120), "the model did not warm up"
-    return app
+    try:
+        assert app.extensions["plantnet"].ready.wait(120), "the model did not warm up"
+        yield app
+    finally:
+        app.extensions["plantnet"].close()
 
 
 @pytest.fixture(scope="session")
 def app(tiny_model_dir, openvino_cache):
-    app = make_app(tiny_model_dir, openvino_cache, max_upload_bytes=2 * 1024 * 1024, max_pixels=5_000_000)
-    yield app
-    app.extensions["plantnet"].close()
+    with serving(tiny_model_dir, openvino_cache, max_upload_bytes=2 * 1024 * 1024, max_pixels=5_000_000) as app:
+        yield app
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import make_app, sample_bytes, start_server, wait_healthy
+from conftest import sample_bytes, serving, start_server, wait_healthy
 
 from application import create_app
 from util.model import ModelLoadError
@@ -127,8 +127,5 @@ def test_an_internal_bug_is_a_bare_500_logged_once(app, caplog, monkeypatch):
 
 
 def test_debug_is_off(tiny_model_dir, tmp_path):
-    app = make_app(tiny_model_dir, tmp_path)
-    try:
+    with serving(tiny_model_dir, tmp_path) as app:
         assert app.debug is False and app.config["PROPAGATE_EXCEPTIONS"] is False
-    finally:
-        app.extensions["plantnet"].close()

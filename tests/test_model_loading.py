@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import LEGACY_FIXTURE, make_app, sample_bytes
+from conftest import LEGACY_FIXTURE, sample_bytes, serving
 
 from util import leaf
 from util.config import Settings
@@ -57,8 +57,7 @@ def test_legacy_engines_agree_with_the_keras_2_model(legacy_dir, openvino_cache)
 
 
 def test_legacy_model_serves_requests(legacy_dir, openvino_cache):
-    app = make_app(legacy_dir, openvino_cache)
-    try:
+    with serving(legacy_dir, openvino_cache) as app:
         r = app.test_client().post(
             "/Diagnosis/prediction", data={"image": (io.BytesIO(sample_bytes("apple_scab.jpg")), "leaf.jpg")}
         )
@@ -66,8 +65,6 @@ def test_legacy_model_serves_requests(legacy_dir, openvino_cache):
         body = r.get_json()
         assert body["label"] in find_artifact(legacy_dir).labels
         assert body["model"] == {"name": "plantnet-original", "version": "keras-2.4"}
-    finally:
-        app.extensions["plantnet"].close()
 
 
 def test_labels_txt_beside_a_legacy_pair_wins(legacy_dir, tmp_path):

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import requests
-from conftest import SHIPPED_MODEL, expected_samples, make_app, sample_bytes, start_server, wait_healthy
+from conftest import SHIPPED_MODEL, expected_samples, sample_bytes, serving, start_server, wait_healthy
 
 from util.model import find_artifact
 
@@ -17,9 +17,8 @@ SAMPLES = expected_samples()
 
 @pytest.fixture(scope="module")
 def shipped_client(openvino_cache):
-    app = make_app(SHIPPED_MODEL, openvino_cache)
-    yield app.test_client()
-    app.extensions["plantnet"].close()
+    with serving(SHIPPED_MODEL, openvino_cache) as app:
+        yield app.test_client()
 
 
 def test_shipped_model_is_the_trained_inception_v3():

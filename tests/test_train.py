@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from conftest import TINY_DATA, TINY_LABELS_TSV, make_app, sample_bytes
+from conftest import TINY_DATA, TINY_LABELS_TSV, sample_bytes, serving
 
 import evaluate
 import train
@@ -46,16 +46,13 @@ def test_training_writes_a_complete_artifact(trained):
 
 
 def test_trained_artifact_serves_requests(trained, tmp_path):
-    app = make_app(trained, tmp_path)
-    try:
+    with serving(trained, tmp_path) as app:
         r = app.test_client().post(
             "/Diagnosis/prediction", data={"image": (io.BytesIO(sample_bytes("tomato_healthy.jpg")), "leaf.jpg")}
         )
         assert r.status_code == 200, r.get_data(as_text=True)
         assert r.get_json()["label"] in ("Corn_Common rust", "Tomato_Late blight", "Tomato_healthy")
         assert app.test_client().get("/health").get_json()["input_size"] == 75
-    finally:
-        app.extensions["plantnet"].close()
 
 
 def test_evaluate_reports_on_the_same_pipeline(trained, tmp_path):
