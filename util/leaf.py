@@ -10,13 +10,32 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+if TYPE_CHECKING:
+    from util.budget import PixelBudget
+
+try:  # iPhones save HEIC; pillow-heif teaches Pillow to read it (Pillow reads AVIF itself)
+    import pillow_heif
+
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False, decode_threads=1)
+except ImportError:  # pragma: no cover - a requirement; without it HEIC is simply not accepted
+    pillow_heif = None
+
 # Raster formats people upload. Pillow opens the MPO files many phone cameras write as JPEG.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
+# ISO-BMFF brands of HEIF and AVIF files (the ftyp box): such a file that cannot be opened is damaged.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+# resize_pixels shrinks by whole factors while the image stays this many times the target size.
+REDUCING_GAP = 3.0
+# Bytes per pixel of the decoder's own buffer, on top of Pillow's: these decode into a buffer of
+# their own that Pillow then copies; the others decode straight into the image.
+_DECODER_COPIES = {"WEBP": 1, "HEIF": 1, "AVIF": 1}
 DEFAULT_MAX_PIXELS = 40_000_000
 # Background for transparent pixels: close to the plain light backdrop of lab leaf photos.
 TRANSPARENT_BACKGROUND = (255, 255, 255)
@@ -47,12 +66,17 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int | None = None,
+    budget: PixelBudget | None = None,
+    timeout: float | None = None,
 ) -> Image.Image:
     """Decode upload bytes into an upright RGB image.
 
     The pixel count is checked from the header before any pixel is decoded. ``min_side``
     lets a JPEG decoder downscale by a power of two while keeping both sides at least that
-    long (draft mode), which makes 12-megapixel photos several times cheaper to decode.
+    long (draft mode), which makes 12-megapixel photos several times cheaper to decode; other
+    formats are decoded whole and shrunk by a whole factor at once (``Image.reduce``), as far
+    as ``resize_pixels`` would shrink them anyway. With a ``budget``, the decode first reserves
+    the bytes it will need (from the header) and waits up to ``timeout`` seconds for them.
     """
     if not data:
         raise ImageError("The uploaded file is empty.")
@@ -65,12 +89,39 @@ def decode_image(
         )
     if min_side and image.format in ("JPEG", "MPO"):
         image.draft("RGB", (min_side, min_side))
+    need = decode_bytes(image)
+    with budget.reserve(need, timeout) if budget is not None else nullcontext():
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"The {image.format} file is damaged or truncated.") from exc
+        image = _upright(image)
+        if min_side:
+            image = _reduced(image, min_side)
+        image = to_rgb(image)
+        if min_side:
+            image = _reduced(image, min_side)
+    if budget is not None:
+        budget.released(need)
+    return image
+
+
+def decode_bytes(image: Image.Image) -> int:
+    """Peak bytes a decode of ``image`` (opened, not loaded) needs: its pixels, one RGB copy, decoder buffers."""
+    width, height = image.size
+    stored = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
+    return width * height * (stored * (1 + _DECODER_COPIES.get(image.format or "", 0)) + 4)
+
+
+def _reduced(image: Image.Image, min_side: int) -> Image.Image:
+    """Shrink by the whole factor ``resize_pixels`` would apply, keeping both sides >= ``min_side``."""
+    factor = int(min(image.size) / min_side / REDUCING_GAP)
+    if factor < 2:
+        return image
     try:
-        image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"The {image.format} file is damaged or truncated.") from exc
-    image = _upright(image)
-    return to_rgb(image)
+        return image.reduce(factor)
+    except ValueError:  # modes reduce cannot do (P, 1, I;16): reduced after conversion to RGB
+        return image
 
 
 def _open(data: bytes) -> Image.Image:
@@ -81,6 +132,8 @@ def _open(data: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge("The image declares too many pixels.") from exc
     except UnidentifiedImageError as exc:
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            raise ImageError("The HEIF/AVIF file is damaged or truncated.") from exc
         raise UnsupportedImageFormat(
             f"The file is not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})."
         ) from exc
@@ -89,11 +142,10 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a damaged EXIF block leaves the image as stored."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - EXIF is optional metadata, never a reason to refuse
-        return image
+    """Apply the EXIF orientation in place (no copy when upright); a damaged EXIF block leaves it as stored."""
+    with suppress(Exception):  # EXIF is optional metadata, never a reason to refuse
+        ImageOps.exif_transpose(image, in_place=True)
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -153,9 +205,17 @@ def preprocess(image: Image.Image, size: int) -> np.ndarray:
     return scale_pixels(resize_pixels(image, size).astype(np.float32))
 
 
-def load_pixels(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode upload bytes straight to the model's input array."""
-    return preprocess(decode_image(data, max_pixels=max_pixels, min_side=size), size)
+def load_pixels(
+    data: bytes,
+    size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget: PixelBudget | None = None,
+    timeout: float | None = None,
+) -> np.ndarray:
+    """Decode upload bytes straight to the model's input array (``budget``: see decode_image)."""
+    image = decode_image(data, max_pixels=max_pixels, min_side=size, budget=budget, timeout=timeout)
+    return preprocess(image, size)
 
 
 def top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]:

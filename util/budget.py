@@ -1,0 +1,137 @@
+"""Bounded decode memory: a shared budget of decoded bytes in flight, and glibc malloc tuning.
+
+A 36-megapixel PNG is 0.2 MB on the wire and about 150 MB once decoded; sixteen of them at once
+would need gigabytes. Each request reserves the bytes its decode needs, computed from the image
+header before any pixel is decoded; requests past the budget wait for it, and one that would
+wait longer than its timeout gets ``DecodeBusy`` (503 with Retry-After) instead.
+
+glibc keeps memory that request threads freed in per-thread arenas and a grown heap. Few arenas
+(``M_ARENA_MAX``), big buffers always served by mmap (returned to the system when freed) and
+``malloc_trim`` after large decodes bring the process back to its warm size after a burst.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from util.leaf import ImageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MB = 512
+BUDGET_ENV = "PLANTNET_DECODE_BUDGET_MB"
+TRIM_ABOVE_BYTES = 32 * 1024 * 1024  # give memory back to the system after decodes at least this large
+
+# mallopt parameters (glibc malloc.h)
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+ARENA_MAX = 2
+
+
+class DecodeBusy(ImageError):
+    """Too many large images are being decoded at once; the client should retry shortly."""
+
+    status_code = 503
+    retry_after_s = 2
+
+
+class PixelBudget:
+    """A counting semaphore over bytes: ``reserve(n)`` waits until ``n`` bytes fit in the budget.
+
+    A single reservation larger than the whole budget is clamped to it, so it runs alone
+    instead of never. ``in_use`` and ``waiting`` are for gauges.
+    """
+
+    def __init__(self, capacity_bytes: int):
+        if capacity_bytes < 1:
+            raise ValueError("the decode budget must be at least one byte")
+        self.capacity = int(capacity_bytes)
+        self.in_use = 0
+        self.waiting = 0
+        self._cond = threading.Condition()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> PixelBudget:
+        """Size the budget from ``PLANTNET_DECODE_BUDGET_MB`` (default 512)."""
+        environ = os.environ if environ is None else environ
+        raw = environ.get(BUDGET_ENV) or str(DEFAULT_BUDGET_MB)
+        try:
+            megabytes = float(raw)
+        except ValueError as exc:
+            raise ValueError(f"{BUDGET_ENV}={raw!r} is not a number of megabytes") from exc
+        if megabytes <= 0:
+            raise ValueError(f"{BUDGET_ENV} must be positive")
+        return cls(int(megabytes * 1024 * 1024))
+
+    @contextmanager
+    def reserve(self, nbytes: int, timeout: float | None) -> Iterator[int]:
+        """Hold ``nbytes`` of the budget for the ``with`` block; ``DecodeBusy`` after ``timeout`` s."""
+        nbytes = max(0, min(int(nbytes), self.capacity))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self.waiting += 1
+            try:
+                while self.in_use + nbytes > self.capacity:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise DecodeBusy("The service is busy decoding other large photos; try again in a moment.")
+                    self._cond.wait(remaining)
+            finally:
+                self.waiting -= 1
+            self.in_use += nbytes
+        try:
+            yield nbytes
+        finally:
+            with self._cond:
+                self.in_use -= nbytes
+                self._cond.notify_all()
+
+    def released(self, nbytes: int) -> None:
+        """Called after a decode of ``nbytes`` has dropped its buffers: give big ones back to the system."""
+        if nbytes >= TRIM_ABOVE_BYTES:
+            trim_memory()
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        libc.mallopt  # noqa: B018 - glibc only: musl and macOS have no mallopt/malloc_trim
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def tune_malloc(environ: dict[str, str] | None = None) -> dict[str, int]:
+    """Cap glibc arenas and serve big buffers by mmap, unless the environment already says.
+
+    Call it early in the server process, before the request threads start. ``MALLOC_ARENA_MAX``
+    and ``MALLOC_MMAP_THRESHOLD_`` in the environment win (glibc read them at start-up).
+    """
+    environ = os.environ if environ is None else environ
+    applied: dict[str, int] = {}
+    if _LIBC is None:
+        return applied
+    if "MALLOC_ARENA_MAX" not in environ and _LIBC.mallopt(_M_ARENA_MAX, ARENA_MAX) == 1:
+        applied["arena_max"] = ARENA_MAX
+    if "MALLOC_MMAP_THRESHOLD_" not in environ and _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1:
+        applied["mmap_threshold"] = MMAP_THRESHOLD_BYTES
+    return applied
+
+
+def trim_memory() -> None:
+    """Return freed heap memory to the system (glibc ``malloc_trim(0)``); a no-op elsewhere."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
