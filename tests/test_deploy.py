@@ -17,11 +17,18 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
+import sysconfig
+import tempfile
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -210,6 +217,8 @@ def test_runtime_stage_listens_on_port_and_configures_runtime(runtime):
     assert env["PLANTNET_BACKEND"] == "openvino", "no silent fallback to a TensorFlow the image lacks"
     assert env["TMPDIR"] == "/tmp", "anything written goes to the mounted temp dir"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1", "no .pyc writes on a read-only root filesystem"
+    assert env["HOME"] not in ("", "/", env["TMPDIR"]), "a read-only HOME with OpenVINO's telemetry opt-out"
+    assert any("opt_in_out --opt_out" in i.value for i in runtime.all("RUN"))
 
 
 def test_runtime_stage_gets_the_converted_model_and_no_tensorflow(stages, runtime):
@@ -250,12 +259,14 @@ def test_serving_requirements_have_no_tensorflow_and_share_pins():
     assert not differ, f"deploy/requirements-serve.txt pins differ from requirements.txt: {differ}"
 
 
-def module_level_imports(path: Path) -> set[str]:
-    """Top-level names of the modules ``path`` imports when it is imported (not inside functions)."""
+def module_level_imports(path: Path, everywhere: bool = False) -> set[str]:
+    """Names of the modules ``path`` imports when it is imported (``everywhere``: inside functions too)."""
     names: set[str] = set()
 
     def visit(nodes):
         for node in nodes:
+            if everywhere and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                visit(node.body)
             if isinstance(node, ast.Import):
                 names.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
@@ -274,8 +285,10 @@ def module_level_imports(path: Path) -> set[str]:
 
 
 def test_serving_requirements_cover_what_the_start_command_imports(runtime):
-    """Follow module-level imports from the CMD's module through the app's own code: every third-party
-    package reached must be in deploy/requirements-serve.txt (TensorFlow is imported only inside functions)."""
+    """Follow imports from the CMD's module through the app's own code: every third-party package reached
+    must be in deploy/requirements-serve.txt. The server module's imports count wherever they are (it
+    imports waitress and the app inside functions); elsewhere only module-level ones do, because the
+    engine imports TensorFlow inside the functions that the runtime, with the IR cached, never calls."""
     from importlib.metadata import packages_distributions
 
     module = exec_form(runtime.all("CMD")[0].value)[2]
@@ -291,7 +304,7 @@ def test_serving_requirements_cover_what_the_start_command_imports(runtime):
             assert name in seen or name != module, f"CMD runs {module}, which is not in the repository"
             continue
         seen.add(name)
-        for imported in module_level_imports(path):
+        for imported in module_level_imports(path, everywhere=name == module):
             top = imported.split(".")[0]
             if top in own:
                 todo.append(imported)
@@ -532,8 +545,10 @@ def test_shutdown_drains_before_the_grace_period_ends(deployment, container):
     sleep = int(pre_stop["sleep"]["seconds"]) if "sleep" in pre_stop else int(pre_stop["exec"]["command"][-1])
     assert pre_stop.get("exec", {}).get("command", ["sleep"])[0] == "sleep"
     assert sleep >= 3, "the endpoint leaves the Service before SIGTERM"
+    drain = float(next((e["value"] for e in container["env"] if e["name"] == "PLANTNET_SERVER_DRAIN_S"), DRAIN_SECONDS))
+    assert drain >= DRAIN_SECONDS
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > sleep + DRAIN_SECONDS, "the kubelet's SIGKILL must not cut the drain short"
+    assert grace > sleep + drain, "the kubelet's SIGKILL must not cut the drain short"
 
 
 def test_pod_runs_non_root_on_a_read_only_root_filesystem(deployment, container, runtime):
@@ -615,3 +630,208 @@ def test_prometheus_adapter_rule_serves_the_hpa_metric(rendered):
     assert {v["resource"] for v in overrides.values()} == {"namespace", "pod"}, "per-pod values for a Pods metric"
     for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
         assert placeholder in rule["metricsQuery"]
+
+
+# --- The runtime conditions, for real (issue 12 item 7) ---------------------------------------------
+#
+# No container engine here, so the runtime stage is re-created on this machine from the Dockerfile
+# itself: its ENV with the image's paths (/app, /opt/plantnet, /tmp) moved under one scratch directory,
+# the app copied as its COPY lines say, the model converted by the build stage's own command, every
+# file read-only, only $TMPDIR writable, the server started by the image's CMD as UID 10001 (when the
+# tests run as root; else as the non-root user running them), and TensorFlow made unimportable.
+
+NO_TENSORFLOW = """
+import site, sys
+# The image's Python sees its own packages only: no distribution's dist-packages, then this environment's.
+sys.path[:] = [p for p in sys.path if "dist-packages" not in p]
+site.addsitedir({site_packages!r})
+
+class NoTensorFlow:
+    # The runtime image has no TensorFlow: any attempt to import it fails, as it would there.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (the runtime image has no TensorFlow)")
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+WRITE_ERRORS = ("Permission denied", "Read-only file system", "Errno 13", "Errno 30")
+
+
+def as_app_user() -> list[str]:
+    """The command prefix that runs a program as the image's user, or [] when the tests are not root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        pytest.skip("running as root without setpriv: cannot drop to the image's UID")
+    return [setpriv, f"--reuid={APP_UID}", f"--regid={APP_UID}", "--clear-groups", "--no-new-privs"]
+
+
+def read_only(path: Path) -> None:
+    for item in [path, *path.rglob("*")]:
+        mode = item.stat().st_mode
+        item.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        if item.is_dir():
+            item.chmod(item.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5):
+    import requests
+
+    return requests.get(url, timeout=timeout)
+
+
+@pytest.fixture
+def runtime_root():
+    """A scratch directory others can traverse (pytest's own are private to the user running the tests)."""
+    base = Path(tempfile.mkdtemp(prefix="plantnet-runtime-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        for item in [base, *base.rglob("*")]:
+            if not item.is_symlink():
+                item.chmod(item.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_image_runtime_serves_as_non_root_with_read_only_files(stages, runtime, tiny_model_dir, runtime_root):
+    """The runtime stage's conditions, on this machine: a real diagnosis, nothing written outside $TMPDIR."""
+    import requests
+
+    prefix = as_app_user()
+    uid = APP_UID if prefix else os.geteuid()
+    image_env = runtime.env()
+    places = {"/app": runtime_root / "app", "/opt/plantnet": runtime_root / "opt", "/tmp": runtime_root / "tmp"}
+
+    def here(image_path: str) -> str:
+        for image_dir, local in places.items():
+            if image_path == image_dir or image_path.startswith(image_dir + "/"):
+                return str(local) + image_path[len(image_dir) :]
+        return image_path
+
+    # The files, as the runtime stage's COPY lines lay them out under WORKDIR /app; the model is the
+    # tiny test model in place of plantnet/, converted by the build stage's own command.
+    app_dir = places["/app"]
+    for instruction in runtime.all("COPY"):
+        flags, sources, destination = copy_args(instruction)
+        if "from" in flags:
+            continue
+        for source in sources:
+            target = (
+                app_dir / destination.rstrip("/") if destination not in ("./", ".") else app_dir / Path(source).name
+            )
+            if source.rstrip("/") == "plantnet":
+                shutil.copytree(tiny_model_dir, target)
+            elif (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, target)
+    env = {name: here(value) for name, value in image_env.items() if name != "PATH"}
+    assert any("python -m util.export" in i.value for s in stages[:-1] for i in s.all("RUN")), "the build converts"
+    exported = subprocess.run(
+        [sys.executable, "-m", "util.export"],
+        env={
+            **os.environ,
+            "PLANTNET_MODEL_DIR": env["PLANTNET_MODEL_DIR"],
+            "PLANTNET_CACHE_DIR": env["PLANTNET_CACHE_DIR"],
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    home = Path(env["HOME"])
+    (home / "intel").mkdir(parents=True)
+    (home / "intel" / "openvino_telemetry").write_text("0")  # what `opt_in_out --opt_out` leaves
+    guard = runtime_root / "guard"
+    guard.mkdir()
+    site_packages = sysconfig.get_paths()["purelib"]
+    (guard / "sitecustomize.py").write_text(NO_TENSORFLOW.format(site_packages=site_packages))
+    for path in (app_dir, places["/opt/plantnet"], guard):
+        read_only(path)
+    tmp = places["/tmp"]
+    tmp.mkdir(mode=0o700)
+    if prefix:
+        os.chown(tmp, APP_UID, APP_UID)
+
+    port = free_port()
+    env.update(
+        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+        PYTHONPATH=f"{guard}{os.pathsep}{env.get('PYTHONPATH', app_dir)}",
+        PORT=str(port),
+        HOST="127.0.0.1",  # the image listens on 0.0.0.0; this test stays on loopback
+        PLANTNET_LOG_LEVEL="INFO",
+    )
+
+    # An interpreter the app user can run, with this environment's packages (sys.executable may live
+    # under /root). Any CPython 3.11 loads the same compiled extensions.
+    candidates = [sys.executable, shutil.which("python3.11") or "", "/usr/bin/python3.11", "/usr/local/bin/python3.11"]
+    python = None
+    for candidate in dict.fromkeys(c for c in candidates if c and Path(c).exists()):
+        probe = [*prefix, candidate, "-c", "import openvino, flask, waitress, numpy, PIL"]
+        if subprocess.run(probe, env=env, cwd=app_dir, capture_output=True, timeout=120).returncode == 0:
+            python = candidate
+            break
+    if python is None:
+        pytest.skip(f"no Python 3.11 with this environment's packages is usable by UID {uid} here")
+
+    # The runtime stage's build-time check: the service's cache lookup finds the IR, without TensorFlow.
+    check = subprocess.run(
+        [*prefix, python, "-m", "util.export"], env=env, cwd=app_dir, capture_output=True, text=True, timeout=120
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert check.stdout.strip().startswith(env["PLANTNET_CACHE_DIR"])
+
+    argv = exec_form(runtime.all("CMD")[0].value)
+    assert argv[0] == "python"
+    log_path = runtime_root / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*prefix, python, *argv[1:]], env=env, cwd=app_dir, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if get(base + READY_PATH, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "not ready in 120 s:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.25)
+        assert get(base + LIVE_PATH).status_code == 200
+        labels = (tiny_model_dir / "labels.txt").read_text().split("\n")
+        photo = (ROOT / "sample_images" / "apple_scab.jpg").read_bytes()
+        answer = requests.post(base + "/Diagnosis/prediction", files={"image": ("leaf.jpg", photo)}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["label"] in labels
+        metrics = get(base + METRICS_PATH).text
+        assert re.search(rf"^{INFLIGHT_METRIC} ", metrics, re.M), f"/metrics lacks the HPA's {INFLIGHT_METRIC}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DRAIN_SECONDS + 10) == 0, log_path.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert not [e for e in WRITE_ERRORS if e in output], output[-3000:]
+    if prefix:  # whatever the app user owns outside $TMPDIR, it wrote
+        stray = [
+            str(p)
+            for top in (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), runtime_root)
+            if top.is_dir()
+            for p in top.iterdir()
+            if p != tmp and p.lstat().st_uid == APP_UID
+        ]
+        assert not stray, f"the service wrote outside $TMPDIR: {stray}"
