@@ -95,7 +95,7 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         default=os.environ.get("PLANTNET_URL") or DEFAULT_URL,
-        help="the service's base URL (default: $PLANTNET_URL or %s)" % DEFAULT_URL,
+        help=f"the service's base URL (default: $PLANTNET_URL or {DEFAULT_URL})",
     )
 
 
@@ -278,7 +278,8 @@ class JsonWriter(Writer):
     """One JSON array, written as results arrive (valid JSON once closed)."""
 
     def _write(self, result: Result) -> None:
-        self.stream.write(("[\n  " if self.count == 0 else ",\n  ") + json.dumps(result.to_record(), ensure_ascii=False))
+        separator = "[\n  " if self.count == 0 else ",\n  "
+        self.stream.write(separator + json.dumps(result.to_record(), ensure_ascii=False))
 
     def close(self) -> None:
         self.stream.write("[]\n" if self.count == 0 else "\n]\n")

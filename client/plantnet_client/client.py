@@ -383,10 +383,7 @@ class Client:
                 if response.status_code not in self.retry_statuses or attempt >= self.retries:
                     return response
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-                if retry_after is None:
-                    delay = self._backoff_delay(attempt)
-                else:
-                    delay = min(retry_after, self.max_retry_after)
+                delay = self._backoff_delay(attempt) if retry_after is None else min(retry_after, self.max_retry_after)
                 response.close()
             attempt += 1
             self._sleep(delay)
@@ -409,8 +406,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+            when = when.replace(tzinfo=timezone.utc)  # noqa: UP017 - Python 3.10 too
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()  # noqa: UP017
     if math.isnan(seconds):
         return None
     return max(0.0, seconds)

@@ -86,12 +86,14 @@ class Expander:
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         s3_client: Any = None,
         endpoint_url: str | None = None,
+        s3_page_size: int | None = None,
     ) -> None:
         self._http = http
         self._own_http = http is None
         self.max_download_bytes = max_download_bytes
         self._s3 = s3_client
         self.endpoint_url = endpoint_url
+        self.s3_page_size = s3_page_size  # keys per listing page (S3's own default, 1000, when None)
 
     # -- life cycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -185,12 +187,15 @@ class Expander:
             s3 = self.s3
             folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
             paginator = s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            pages = {"PageSize": self.s3_page_size} if self.s3_page_size else {}
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig=pages):
                 for item in page.get("Contents", ()):
                     key = item["Key"]
-                    if key == prefix and prefix and not prefix.endswith("/"):
-                        yield self.s3_photo(bucket, key)
-                    elif key.startswith(folder) and not key.endswith("/") and is_image_name(key):
+                    named = key == prefix and not prefix.endswith(
+                        "/"
+                    )  # s3://bucket/key names one object, any extension
+                    inside = key.startswith(folder) and not key.endswith("/") and is_image_name(key)
+                    if named or inside:
                         yield self.s3_photo(bucket, key)
         except SourceError as error:
             yield _failing(uri, str(error))
@@ -201,7 +206,7 @@ class Expander:
         def read() -> bytes:
             try:
                 return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 raise SourceError(f"cannot read s3://{bucket}/{key}: {error}") from error
 
         return Photo(f"s3://{bucket}/{key}", PurePosixPath(key).name, read)
