@@ -191,9 +191,8 @@ class Expander:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig=pages):
                 for item in page.get("Contents", ()):
                     key = item["Key"]
-                    named = key == prefix and not prefix.endswith(
-                        "/"
-                    )  # s3://bucket/key names one object, any extension
+                    # s3://bucket/key names that one object, whatever its extension
+                    named = key == prefix and not prefix.endswith("/")
                     inside = key.startswith(folder) and not key.endswith("/") and is_image_name(key)
                     if named or inside:
                         yield self.s3_photo(bucket, key)
