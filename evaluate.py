@@ -1,11 +1,15 @@
-"""Evaluate a served model on a folder-per-class dataset, through the service's own pipeline.
+"""Evaluate a served model through the service's own pipeline: accuracy and the in-domain verdict.
 
-    python evaluate.py --data DIR --labels labels.tsv --model plantnet/ --out runs/eval
+    python evaluate.py --data ../shared/data/plantvillage/train --labels ../shared/data/plantvillage/labels.tsv \
+        --split validation --outliers ../shared/data/ood --model plantnet/ --out runs/eval
 
-Images are decoded and preprocessed by util.leaf and scored by the same engine the service
-would use (PLANTNET_BACKEND, default: fastest available). Prints top-1 / top-3 accuracy and
-per-class precision and recall; writes ``report.json`` and ``confusion_matrix.png`` to --out.
-Folders whose label the model does not know are counted and skipped.
+Images are decoded and preprocessed by util.leaf and scored by the engine the service would use
+(PLANTNET_BACKEND, default: fastest available); the verdict is util.domain's, with the threshold
+in the model's ``model.json``. Prints top-1 / top-3 accuracy with its 95% interval and per-class
+precision and recall; for the in-domain verdict, per group of images (the known leaves, each
+sub-folder of --outliers, the classes the model does not know, synthetic images): AUROC, the
+false-positive rate at 95% true-positive rate and the accept/reject counts at the shipped
+threshold. Writes ``report.json``, ``confusion_matrix.png`` and ``in_domain_scores.png`` to --out.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from util import dataset as ds
-from util import report
 from util.config import Settings
+from util.domain import DomainCheck
 from util.engine import create_engine
 from util.model import find_artifact
+from util.training import dataset as ds
+from util.training import ood
+from util.training.evaluation import Evaluation, per_class_table, plot_confusion, plot_scores, run_engine
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,45 +42,102 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all",
         help="'validation': only the split train.py held out (same --seed and --val-fraction)",
     )
+    p.add_argument("--outliers", type=Path, help="photos that are no leaf of ours; each sub-folder is one group")
+    p.add_argument(
+        "--outlier-share",
+        choices=["all", "held-out"],
+        default="all",
+        help="'held-out': only the half of --outliers train.py never trains on",
+    )
     return p.parse_args(argv)
+
+
+def outlier_groups(args: argparse.Namespace, unknown_paths: list[Path], size: int) -> dict[str, np.ndarray]:
+    groups: dict[str, list[Path]] = {}
+    if args.outliers:
+        paths = ds.list_images(args.outliers)
+        if args.outlier_share == "held-out":
+            paths = ds.split_outliers(paths)[1]
+        for path in paths:
+            groups.setdefault(path.relative_to(args.outliers).parts[0], []).append(path)
+    if unknown_paths:
+        groups["classes the model does not know"] = unknown_paths
+    pixels = {name: ds.load_pixels(paths, size) for name, paths in groups.items()}
+    return pixels
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     settings = Settings.from_env(model_dir=args.model, backend=args.backend)
     artifact = find_artifact(args.model)
     engine = create_engine(artifact, settings)
+    check = DomainCheck.for_artifact(artifact)
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
     indices = np.arange(len(data.paths))
     if args.split == "validation":
         indices = ds.stratified_split(data.targets, args.val_fraction, args.seed)[1]
-    known = {label: i for i, label in enumerate(artifact.labels)}
-    unknown = sorted({data.labels[t] for t in data.targets[indices]} - set(known))
-    indices = np.array([i for i in indices if data.labels[data.targets[i]] in known])
-    targets = np.array([known[data.labels[data.targets[i]]] for i in indices])
+    known_labels = {label: i for i, label in enumerate(artifact.labels)}
+    is_known = np.array([data.labels[data.targets[i]] in known_labels for i in range(len(data.paths))])
+    unknown_paths = [data.paths[i] for i in np.flatnonzero(~is_known)]
+    indices = np.array([i for i in indices if is_known[i]])
+    targets = np.array([known_labels[data.labels[data.targets[i]]] for i in indices])
     pixels = ds.load_pixels([data.paths[i] for i in indices], engine.input_size)
-    evaluation = report.Evaluation(list(artifact.labels), targets, report.predict_pixels(engine.predict, pixels))
-
+    outputs = run_engine(engine.predict, pixels)
+    evaluation = Evaluation(list(artifact.labels), targets, outputs["probabilities"])
     summary = {
         **evaluation.summary(),
         "backend": f"{engine.name}/{engine.precision}",
         "model": {"name": artifact.name, "version": artifact.version},
-        "skipped_unknown_classes": unknown,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(summary, indent=1))
-    report.plot_confusion(
+    plot_confusion(
         evaluation.confusion(),
         artifact.labels,
         args.out / "confusion_matrix.png",
         f"{args.data.name}: {len(targets)} images, top-1 {100 * summary['top1']:.1f}%",
     )
-    print(report.per_class_table(evaluation))
+    print(per_class_table(evaluation))
+    low, high = summary["top1_interval_95"]
     print(
-        f"\n{len(targets)} images on {summary['backend']}: top-1 {100 * summary['top1']:.2f}%, "
-        f"top-3 {100 * summary['top3']:.2f}%" + (f"; skipped unknown classes: {unknown}" if unknown else "")
+        f"\n{len(targets)} images on {summary['backend']}: top-1 {100 * summary['top1']:.2f}% "
+        f"(95% interval {100 * low:.1f}-{100 * high:.1f}), top-3 {100 * summary['top3']:.2f}%"
     )
-    print(f"report: {args.out / 'report.json'}, {args.out / 'confusion_matrix.png'}")
+    if check.available:
+        summary["in_domain"] = domain_report(args, check, engine, outputs, unknown_paths)
+    else:
+        print("in-domain verdict: unavailable (the model directory has no calibration)")
+    (args.out / "report.json").write_text(json.dumps(summary, indent=1))
+    print(f"report: {args.out / 'report.json'}")
     return summary
+
+
+def domain_report(args, check: DomainCheck, engine, known_outputs: dict, unknown_paths: list[Path]) -> list[dict]:
+    """Score every group with the shipped threshold; print and return one row per group."""
+    known = check.statistics.scores(known_outputs["logits"], known_outputs["features"])
+    scores = {"known leaves": known}
+    groups = outlier_groups(args, unknown_paths, engine.input_size)
+    groups.update({f"{k} (synthetic)": v for k, v in ood.synthetic_outliers(_some_leaves(args), 40, args.seed).items()})
+    for name, pixels in groups.items():
+        out = run_engine(engine.predict, pixels)
+        scores[name] = check.statistics.scores(out["logits"], out["features"])
+    rows = [
+        ood.report_group(name, known, values, check.threshold, name == "known leaves").as_dict()
+        for name, values in scores.items()
+    ]
+    print(f"\nin-domain verdict (threshold {check.threshold:.4f}):")
+    print("| images | count | rejected | AUROC | FPR at 95% TPR |\n|---|---:|---:|---:|---:|")
+    for row in rows:
+        auroc = "" if row["auroc"] is None else f"{row['auroc']:.3f}"
+        fpr = "" if row["fpr_at_95_tpr"] is None else f"{100 * row['fpr_at_95_tpr']:.1f}%"
+        share = 100 * row["rejected"] / max(1, row["images"])
+        print(f"| {row['name']} | {row['images']} | {row['rejected']} ({share:.1f}%) | {auroc} | {fpr} |")
+    plot_scores(scores, check.threshold, args.out / "in_domain_scores.png")
+    return rows
+
+
+def _some_leaves(args) -> np.ndarray:
+    """A few known leaves to cut into shuffled patches (synthetic out-of-domain images)."""
+    data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
+    return ds.load_pixels(data.paths[:: max(1, len(data.paths) // 40)][:40], 128)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,317 +1,292 @@
-"""Train the PlantNet leaf-disease classifier: an InceptionV3 backbone with a softmax head.
-
-Reads a folder-per-class dataset (the PlantVillage layout), holds out a stratified, seeded
-validation split, trains from scratch (or from local ImageNet weights with ``--weights``),
-checkpoints every epoch and writes the artifact the service loads: ``model.keras``,
-``labels.txt`` (output order), ``MODEL.md`` and ``confusion_matrix.png``.
+"""Train the PlantNet leaf-disease classifier: InceptionV3 from scratch, on a CPU, resumable.
 
     python train.py --data ../shared/data/plantvillage/train \
-        --labels ../shared/data/plantvillage/labels.tsv --out plantnet/
+        --labels ../shared/data/plantvillage/labels.tsv \
+        --outliers ../shared/data/ood --out plantnet/
 
-Pixels go through util.leaf exactly as in the service; augmentation runs beside the model
-in the input pipeline, so the saved model holds only what inference needs.
+Reads a folder-per-class dataset (the PlantVillage layout), holds out a stratified, seeded
+validation split, trains, recalibrates batch norm, calibrates the out-of-domain verdict and
+writes the model directory the service loads (util/model.py owns its layout) with its model
+card. Stopped runs continue with ``--resume``; a finished run given ``--resume`` only redoes
+the steps after training.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from util import dataset as ds
-from util import leaf, report
-
-DEFAULT_INPUT_SIZE = 128
-DEFAULT_MIN_IMAGES = 10
-CHECKPOINT = "checkpoint.keras"
-STATE = "state.json"
+from util import leaf
+from util.training import dataset as ds
+from util.training.augment import AugmentConfig, leaf_masks, make_augmenter
 
 log = logging.getLogger("train")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+# ## Configuration: parsed once, frozen, rendered into the model card.
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    labels: Path | None
+    outliers: Path | None
+    out: Path
+    work_dir: Path
+    input_size: int = 128
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.05
+    ema_momentum: float = 0.998
+    val_fraction: float = 0.1
+    seed: int = 1337
+    min_images: int = 10
+    patience: int = 20
+    max_minutes: float = 0.0
+    precision: str = "mixed_bfloat16"
+    init_from: Path | None = None
+    resume: bool = False
+    verbose: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def command(self) -> str:
+        """The train.py command that reproduces this run (without --resume)."""
+        return " ".join(["python train.py", *(a for a in getattr(self, "_argv", []) if a != "--resume")])
+
+
+def parse_args(argv: list[str]) -> TrainConfig:
+    defaults = TrainConfig(data=Path(), labels=None, outliers=None, out=Path(), work_dir=Path())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ds.add_dataset_arguments(p)
-    p.add_argument("--out", type=Path, default=Path("plantnet"), help="artifact directory")
-    p.add_argument("--work-dir", type=Path, default=Path("runs/train"), help="checkpoints, cache")
-    p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="pixels, >= 75")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=0.05)
-    p.add_argument(
-        "--min-images",
-        type=int,
-        default=DEFAULT_MIN_IMAGES,
-        help="leave out classes with fewer images (reported in MODEL.md)",
+    p.add_argument("--outliers", type=Path, help="folder of photos that are no leaf of ours (../shared/data/ood)")
+    p.add_argument("--out", type=Path, default=Path("plantnet"), help="model directory to write")
+    p.add_argument("--work-dir", type=Path, default=Path("runs/train"), help="checkpoints, logs, caches")
+    for name in ("input_size", "epochs", "batch_size", "min_images", "patience", "verbose"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("learning_rate", "weight_decay", "warmup_epochs", "label_smoothing", "ema_momentum", "max_minutes"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default=defaults.precision)
+    p.add_argument("--init-from", type=Path, help="start from the weights of this .keras model (same architecture)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
+    args = vars(p.parse_args(argv))
+    config = TrainConfig(**args)
+    object.__setattr__(config, "_argv", list(argv))
+    return config
+
+
+# ## Data: decoded once through the service's own pipeline, cached as uint8.
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    dataset: ds.Dataset
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    pixels: np.ndarray  # N x S x S x 3 uint8, every image of ``dataset``
+    masks: np.ndarray  # N x S x S x 1 uint8 leaf masks (zeros: do not composite)
+    outliers: np.ndarray  # training share of the non-leaf photos, M x S x S x 3 uint8
+    held_out_outliers: np.ndarray  # never trained on: out-of-domain checks and the field proxy
+
+
+def load_data(config: TrainConfig) -> TrainingData:
+    dataset = ds.scan_folder(config.data, ds.read_label_map(config.labels), config.min_images)
+    train_idx, val_idx = ds.stratified_split(dataset.targets, config.val_fraction, config.seed)
+    cache = config.work_dir / "cache"
+    pixels = ds.load_pixels(dataset.paths, config.input_size, cache)
+    masks_file = cache / f"masks-{config.input_size}-{len(pixels)}.npy"
+    if not masks_file.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(masks_file, leaf_masks(pixels))
+    outlier_train, outlier_held = ds.split_outliers(ds.list_images(config.outliers) if config.outliers else [])
+    empty = np.zeros((0, config.input_size, config.input_size, 3), np.uint8)
+    log.info(
+        "%d classes, %d train / %d validation images, %d + %d non-leaf photos; left out: %s",
+        len(dataset.labels),
+        len(train_idx),
+        len(val_idx),
+        len(outlier_train),
+        len(outlier_held),
+        dataset.excluded or "none",
     )
-    p.add_argument("--patience", type=int, default=8, help="early stopping on val accuracy")
-    p.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this")
-    p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
-    p.add_argument("--weights", type=Path, help="local ImageNet InceptionV3 no-top weights (.h5)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity: 1 bar, 2 line per epoch")
-    return p.parse_args(argv)
+    return TrainingData(
+        dataset,
+        train_idx,
+        val_idx,
+        pixels,
+        np.load(masks_file),
+        ds.load_pixels(outlier_train, config.input_size, cache) if outlier_train else empty,
+        ds.load_pixels(outlier_held, config.input_size, cache) if outlier_held else empty,
+    )
 
 
-def make_model(input_size: int, num_classes: int, weights: Path | None = None):
-    """InceptionV3 backbone, global average pooling, dropout and a float32 softmax head."""
+def make_datasets(config: TrainConfig, data: TrainingData):
+    """Training batches mix leaves (one-hot) and non-leaf photos (uniform target); validation is plain."""
+    import tensorflow as tf
+
+    classes = len(data.dataset.labels)
+    idx = data.train_idx
+    leaves = tf.data.Dataset.from_tensor_slices(
+        (data.pixels[idx], data.masks[idx], tf.one_hot(data.dataset.targets[idx], classes))
+    ).shuffle(len(idx), seed=config.seed, reshuffle_each_iteration=True)
+    parts, weights = [leaves.repeat()], [1.0]
+    backgrounds = data.outliers if len(data.outliers) else data.pixels[idx][:1] * 0 + 127
+    if len(data.outliers) and config.augment.outlier_share > 0:
+        outliers = tf.data.Dataset.from_tensor_slices(
+            (
+                data.outliers,
+                np.zeros((*data.outliers.shape[:3], 1), np.uint8),
+                np.full((len(data.outliers), classes), 1.0 / classes, np.float32),
+            )
+        ).shuffle(len(data.outliers), seed=config.seed + 1, reshuffle_each_iteration=True)
+        parts.append(outliers.repeat())
+        weights = [1.0 - config.augment.outlier_share, config.augment.outlier_share]
+    train = (
+        tf.data.Dataset.sample_from_datasets(parts, weights, seed=config.seed)
+        .batch(config.batch_size, drop_remainder=True)
+        .map(make_augmenter(config.augment, backgrounds, config.seed), num_parallel_calls=1)
+        .prefetch(2)
+    )
+    val = (
+        tf.data.Dataset.from_tensor_slices(
+            (data.pixels[data.val_idx], tf.one_hot(data.dataset.targets[data.val_idx], classes))
+        )
+        .batch(128)
+        .map(lambda x, y: (leaf.scale_pixels(tf.cast(x, tf.float32)), y))
+        .prefetch(1)
+    )
+    return train, val
+
+
+# ## The model: InceptionV3 from scratch, float32 logits (bf16 softmax overflows).
+
+
+def make_model(input_size: int, num_classes: int):
+    """InceptionV3 backbone, global average pooling, dropout and float32 logits (training output)."""
     import keras
     from keras import layers
 
     inputs = keras.Input((input_size, input_size, 3), name="pixels")
     backbone = keras.applications.InceptionV3(include_top=False, weights=None, input_tensor=inputs, pooling="avg")
-    if weights is not None:
-        backbone.load_weights(weights, skip_mismatch=True)
     x = layers.Dropout(0.3, name="head_dropout")(backbone.output)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="plantnet_inception_v3")
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name="plantnet_inception_v3")
 
 
-def make_augmenter(seed: int):
-    """Photo-like variation for leaves: any orientation, framing, light and a little hue."""
-    import keras
-    import tensorflow as tf
-    from keras import layers
-
-    geometric = keras.Sequential(
-        [
-            layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
-            layers.RandomZoom((-0.25, 0.1), fill_mode="reflect", seed=seed),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
-            layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed),
-            layers.RandomContrast(0.2, seed=seed),
-        ],
-        name="augment",
-    )
-
-    def augment(pixels, target):
-        x = geometric(tf.cast(pixels, tf.float32), training=True)
-        x = tf.image.random_hue(x / 255.0, 0.04, seed=seed) * 255.0
-        return leaf.scale_pixels(tf.clip_by_value(x, 0.0, 255.0)), target
-
-    return augment
-
-
-def make_datasets(pixels, targets, train_idx, val_idx, num_classes, batch_size, seed):
-    import tensorflow as tf
-
-    def one_hot(x, y):
-        return x, tf.one_hot(y, num_classes)
-
-    def scale(x, y):
-        return leaf.scale_pixels(tf.cast(x, tf.float32)), y
-
-    train = (
-        tf.data.Dataset.from_tensor_slices((pixels[train_idx], targets[train_idx]))
-        .shuffle(len(train_idx), seed=seed, reshuffle_each_iteration=True)
-        .map(one_hot)
-        .batch(batch_size, drop_remainder=True)
-        .map(make_augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val = (
-        tf.data.Dataset.from_tensor_slices((pixels[val_idx], targets[val_idx]))
-        .map(one_hot)
-        .batch(64)
-        .map(scale)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return train, val
-
-
-def make_schedule(learning_rate: float, steps_per_epoch: int, args: argparse.Namespace):
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """AdamW with warm-up and cosine decay, global-norm clipping and weight EMA; no decay on BN and biases."""
     import keras
 
-    total = steps_per_epoch * args.epochs
-    warmup = int(steps_per_epoch * args.warmup_epochs)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate * 0.1,
+    total = steps_per_epoch * config.epochs
+    warmup = int(steps_per_epoch * config.warmup_epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * 0.05,
         decay_steps=max(1, total - warmup),
-        warmup_target=learning_rate,
+        warmup_target=config.learning_rate,
         warmup_steps=warmup,
         alpha=0.01,
     )
+    optimizer = keras.optimizers.AdamW(
+        schedule,
+        weight_decay=config.weight_decay,
+        global_clipnorm=1.0,
+        use_ema=True,
+        ema_momentum=config.ema_momentum,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
 
 
-class EpochState:
-    """Record epoch number, history and best score beside the checkpoint so --resume can go on."""
+class StopAfterMinutes:
+    """Keras has no wall-clock budget callback: stop after the epoch that passes ``minutes``."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.data = (
-            json.loads(path.read_text())
-            if path.exists()
-            else {"epoch": 0, "history": [], "best_val_accuracy": -1.0, "wall_seconds": 0.0}
-        )
+    def __new__(cls, minutes: float):
+        import keras
 
-    def save(self) -> None:
-        self.path.write_text(json.dumps(self.data, indent=1))
+        class _Stop(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if minutes and time.monotonic() - self.started >= 60 * minutes:
+                    log.info("time budget of %.0f min reached after epoch %d: stopping", minutes, epoch + 1)
+                    self.model.stop_training = True
+
+        return _Stop()
 
 
-def make_callbacks(args, work: Path, state: EpochState, best_path: Path):
+def make_callbacks(config: TrainConfig):
+    """Stock Keras parts; order matters: back up the raw weights, then swap in EMA for checkpoint and eval."""
     import keras
 
+    work = config.work_dir
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(work / "backup", delete_checkpoint=False),
+        keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
+        keras.callbacks.ModelCheckpoint(work / "best.keras", monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.CSVLogger(work / "history.csv", append=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience),
+        StopAfterMinutes(config.max_minutes),
+    ]
+
+
+def fit(config: TrainConfig, data: TrainingData):
+    import keras
+
+    train_ds, val_ds = make_datasets(config, data)
+    steps = len(data.train_idx) // config.batch_size
+    model = make_model(config.input_size, len(data.dataset.labels))
+    if config.init_from is not None:
+        start = keras.saving.load_model(config.init_from, compile=False)
+        model.set_weights(start.get_weights())
+        log.info("initialised from %s", config.init_from)
+    model.compile(
+        optimizer=make_optimizer(config, steps),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
     started = time.monotonic()
-    wall_before = state.data["wall_seconds"]
-
-    class Bookkeeping(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            if not math.isfinite(logs.get("loss", 0.0)):
-                log.error("epoch %d: loss is %s; keeping the previous checkpoint", epoch + 1, logs.get("loss"))
-                state.data["diverged"] = True
-                state.save()
-                self.model.stop_training = True
-                return
-            state.data["epoch"] = epoch + 1
-            state.data["history"].append({"epoch": epoch + 1, **logs})
-            state.data["wall_seconds"] = wall_before + time.monotonic() - started
-            if logs.get("val_accuracy", -1) > state.data["best_val_accuracy"]:
-                state.data["best_val_accuracy"] = logs["val_accuracy"]
-                state.data["best_epoch"] = epoch + 1
-                self.model.save(best_path)
-            self.model.save(work / CHECKPOINT)
-            state.save()
-            best = state.data["best_val_accuracy"]
-            since_best = epoch + 1 - state.data.get("best_epoch", 0)
-            minutes = state.data["wall_seconds"] / 60
-            log.info("epoch %d: best val_accuracy %.4f, %.1f min", epoch + 1, best, minutes)
-            if since_best >= args.patience:
-                log.info("no improvement for %d epochs: stopping early", since_best)
-                state.data["stopped_early"] = True
-                state.save()
-                self.model.stop_training = True
-            if args.max_minutes and minutes >= args.max_minutes:
-                log.info("time budget of %.0f min reached: stopping", args.max_minutes)
-                self.model.stop_training = True
-
-    return [keras.callbacks.TerminateOnNaN(), Bookkeeping()]
-
-
-def recalibrate_batch_norm(model, pixels, seed: int, batch_size: int = 64, max_batches: int = 120) -> int:
-    """Recompute batch-norm statistics on unaugmented training images, as the service will see them.
-
-    During training the moving averages follow augmented images and lag the moving weights;
-    inference then normalises with statistics that fit neither ("precise BN", Wu and Johnson
-    2021). Averaging the batch statistics of the final weights over plain images fixes that.
-    Returns the number of images used.
-    """
-    import keras
-
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    order = np.random.default_rng(seed).permutation(len(pixels))[: batch_size * max_batches]
-    batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
-    for step, batch in enumerate(batches):
-        for layer in layers:
-            layer.momentum = step / (step + 1)  # a running mean over all batches seen so far
-        model(leaf.scale_pixels(pixels[batch].astype(np.float32)), training=True)
-    for layer in layers:
-        layer.momentum = 0.99
-    return len(batches) * batch_size
-
-
-def select_recalibrated(candidates: dict, pixels, targets, train_idx, val_idx, state: EpochState, args):
-    """Recalibrate batch norm of each saved candidate and keep the one with the best validation accuracy.
-
-    The epoch-end validation scores that chose "best epoch" used lagging batch-norm statistics,
-    so the last epoch (lowest learning rate) is judged again on equal terms.
-    """
-    import keras
-
-    results, models = {}, {}
-    for name, path in candidates.items():
-        if not path.exists():
-            continue
-        model = keras.models.load_model(path, compile=False)
-        before = report.accuracy(model, pixels[val_idx], targets[val_idx])
-        recalibrate_batch_norm(model, pixels[train_idx], args.seed)
-        after = report.accuracy(model, pixels[val_idx], targets[val_idx])
-        log.info("%s: validation accuracy %.4f before, %.4f after batch-norm recalibration", name, before, after)
-        results[name] = {"val_accuracy_before": before, "val_accuracy_after": after}
-        models[name] = model
-    chosen = max(results, key=lambda name: results[name]["val_accuracy_after"])
-    state.data["batch_norm_recalibration"] = {**results[chosen], "chosen": chosen, "candidates": results}
-    return models[chosen]
-
-
-def train(args: argparse.Namespace) -> None:
-    import keras
-
-    keras.utils.set_random_seed(args.seed)
-    if args.precision != "float32":
-        keras.mixed_precision.set_global_policy(args.precision)
-    work = args.work_dir
-    work.mkdir(parents=True, exist_ok=True)
-    state = EpochState(work / STATE)
-    if not args.resume and state.data["epoch"]:
-        raise SystemExit(f"{work} holds a run at epoch {state.data['epoch']}: pass --resume or a new --work-dir")
-
-    data = ds.scan_folder(args.data, ds.read_label_map(args.labels), args.min_images)
-    train_idx, val_idx = ds.stratified_split(data.targets, args.val_fraction, args.seed)
-    log.info(
-        "%d classes, %d train / %d validation images; left out: %s",
-        len(data.labels),
-        len(train_idx),
-        len(val_idx),
-        data.excluded or "none",
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        verbose=config.verbose,
+        callbacks=make_callbacks(config),
     )
-    pixels = ds.load_pixels(data.paths, args.input_size, work / "cache")
-    train_ds, val_ds = make_datasets(
-        pixels, data.targets, train_idx, val_idx, len(data.labels), args.batch_size, args.seed
-    )
-    steps = len(train_idx) // args.batch_size
-    best_path = work / "best.keras"
-
-    if args.resume and (work / CHECKPOINT).exists():
-        model = keras.models.load_model(work / CHECKPOINT)
-        log.info("resumed from %s at epoch %d", work / CHECKPOINT, state.data["epoch"])
-    else:
-        model = make_model(args.input_size, len(data.labels), args.weights)
-        model.compile(
-            optimizer=keras.optimizers.Adam(make_schedule(args.learning_rate, steps, args)),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-            metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(3, name="top3")],
-        )
-    if state.data["epoch"] < args.epochs and not state.data.get("stopped_early"):
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=args.epochs,
-            initial_epoch=state.data["epoch"],
-            verbose=args.verbose,
-            callbacks=make_callbacks(args, work, state, best_path),
-        )
-        if state.data.pop("diverged", False):
-            state.save()
-            raise SystemExit("training diverged (NaN loss); resume with --precision float32")
-
-    best = select_recalibrated(
-        {"best epoch": best_path, "last epoch": work / CHECKPOINT},
-        pixels,
-        data.targets,
-        train_idx,
-        val_idx,
-        state,
-        args,
-    )
-    report.write_artifact(best, data, train_idx, val_idx, pixels, state.data, args)
+    log.info("fit ended after %.1f min in this process", (time.monotonic() - started) / 60)
+    if not np.all([np.isfinite(w).all() for w in model.get_weights()]):
+        raise SystemExit("training diverged (NaN weights); resume from the last backup with --precision float32")
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
+    import keras
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    args.argv = argv
-    train(args)
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.precision)
+    backup = config.work_dir / "backup"
+    if backup.exists() and not config.resume:
+        raise SystemExit(f"{config.work_dir} holds a run: pass --resume or a new --work-dir")
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    (config.work_dir / "config.txt").write_text(repr(asdict(config)) + "\n")
+    data = load_data(config)
+    trained = fit(config, data)
+    from util.training.finish import finish
+
+    finish(config, data, trained)
 
 
 if __name__ == "__main__":

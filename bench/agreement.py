@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from util import dataset as ds
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine
 from util.model import find_artifact
-from util.report import predict_pixels
+from util.training import dataset as ds
+from util.training.evaluation import run_engine
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     targets = np.array([known[data.labels[data.targets[i]]] for i in indices])
     size = engines["tensorflow/f32"].input_size
     pixels = ds.load_pixels([data.paths[i] for i in indices], size)
-    scores = {name: predict_pixels(engine.predict, pixels) for name, engine in engines.items()}
+    scores = {name: run_engine(engine.predict, pixels)["probabilities"] for name, engine in engines.items()}
     reference = scores["tensorflow/f32"]
     report = {}
     for name, probabilities in scores.items():

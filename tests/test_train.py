@@ -1,16 +1,20 @@
-"""Training and evaluation commands on a tiny real dataset kept in the repository."""
+"""Training, calibration and evaluation commands on a tiny real dataset kept in the repository."""
 
 from __future__ import annotations
 
 import io
 import json
 
+import numpy as np
 import pytest
-from conftest import TINY_DATA, TINY_LABELS_TSV, sample_bytes, serving
 
 import evaluate
 import train
-from util import dataset as ds
+from tests.support import TINY_DATA, TINY_LABELS_TSV, TINY_OUTLIERS, sample_bytes, serving
+from util.model import DOMAIN_FILE, find_artifact
+from util.training import dataset as ds
+from util.training import ood
+from util.training.augment import leaf_mask
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +22,8 @@ pytestmark = pytest.mark.slow
 def tiny_training_args(out, work, *extra: str) -> list[str]:
     """train.py arguments for a seconds-long run on the tiny dataset kept in tests/data."""
     return [
-        *("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--out", str(out), "--work-dir", str(work)),
+        *("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--outliers", str(TINY_OUTLIERS)),
+        *("--out", str(out), "--work-dir", str(work), "--precision", "float32"),
         *("--input-size", "75", "--batch-size", "4", "--min-images", "2", "--val-fraction", "0.25", "--verbose", "0"),
         *extra,
     ]
@@ -41,8 +46,22 @@ def test_training_writes_a_complete_artifact(trained):
     assert json.loads((trained / "model.json").read_text())["input_size"] == 75
     card = (trained / "MODEL.md").read_text()
     assert "train.py" in card and "confusion_matrix.png" in card and "Tomato_Late blight" in card
-    assert (trained / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    for picture in ("confusion_matrix.png", "training_curve.png", "in_domain_scores.png"):
+        assert (trained / picture).read_bytes().startswith(b"\x89PNG"), picture
     assert json.loads((trained / "evaluation.json").read_text())["images"] == 3
+
+
+def test_training_calibrates_the_in_domain_verdict(trained):
+    calibration = json.loads((trained / "model.json").read_text())["in_domain"]
+    assert calibration["method"] == "mahalanobis+energy" and 0.0 <= calibration["threshold"] <= 1.0
+    assert (trained / DOMAIN_FILE).exists()
+    report = json.loads((trained / "evaluation.json").read_text())["in_domain"]
+    names = {row["name"] for row in report}
+    assert "validation (known)" in names and "noise (synthetic)" in names
+    assert (
+        "in-domain verdict" in (trained / "MODEL.md").read_text().lower()
+        or "in_domain" in (trained / "MODEL.md").read_text()
+    )
 
 
 def test_trained_artifact_serves_requests(trained, tmp_path):
@@ -53,6 +72,7 @@ def test_trained_artifact_serves_requests(trained, tmp_path):
         assert r.status_code == 200, r.get_data(as_text=True)
         assert r.get_json()["label"] in ("Corn_Common rust", "Tomato_Late blight", "Tomato_healthy")
         assert app.test_client().get("/health").get_json()["input_size"] == 75
+        assert r.get_json()["in_domain"]["available"] is True
 
 
 def test_evaluate_reports_on_the_same_pipeline(trained, tmp_path):
@@ -69,17 +89,22 @@ def test_evaluate_reports_on_the_same_pipeline(trained, tmp_path):
                 str(tmp_path),
                 "--backend",
                 "tensorflow",
+                "--outliers",
+                str(TINY_OUTLIERS),
             ]
         )
     )
     assert summary["images"] == 12
+    groups = {row["name"]: row for row in summary["in_domain"]}
+    assert groups["far"]["images"] == 3 and 0.0 <= groups["far"]["auroc"] <= 1.0
     assert 0.0 <= summary["top1"] <= summary["top3"] <= 1.0
     assert {row["label"] for row in summary["per_class"]} == {
         "Corn_Common rust",
         "Tomato_Late blight",
         "Tomato_healthy",
     }
-    assert (tmp_path / "report.json").exists() and (tmp_path / "confusion_matrix.png").exists()
+    for name in ("report.json", "confusion_matrix.png", "in_domain_scores.png"):
+        assert (tmp_path / name).exists(), name
 
 
 def test_resume_refuses_to_overwrite_and_continues(trained, tmp_path_factory):
@@ -87,7 +112,34 @@ def test_resume_refuses_to_overwrite_and_continues(trained, tmp_path_factory):
     with pytest.raises(SystemExit, match="--resume"):
         train.main(tiny_training_args(trained, work, "--epochs", "1"))
     train.main(tiny_training_args(trained, work, "--epochs", "2", "--resume"))
-    assert json.loads((work / "state.json").read_text())["epoch"] == 2
+    epochs = [line.split(",")[0] for line in (work / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1"]  # the first epoch was not run again
+
+
+def test_calibrate_command_works_on_any_model_directory(trained, tmp_path):
+    import shutil
+
+    from util.training import calibrate
+
+    model = shutil.copytree(trained, tmp_path / "model")
+    (model / DOMAIN_FILE).unlink()
+    calibrate.main([str(model), "--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--val-fraction", "0.25"])
+    assert find_artifact(model).metadata["in_domain"]["threshold"] is not None and (model / DOMAIN_FILE).exists()
+
+
+def test_ood_metrics_on_known_scores():
+    known, unknown = np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.1, 0.2, 0.65])
+    assert ood.auroc(known, unknown) == pytest.approx(11 / 12)
+    assert ood.auroc(known, known) == pytest.approx(0.5)
+    assert ood.fpr_at_tpr(known, unknown, 0.75) == pytest.approx(0.0)
+    assert ood.threshold_for(np.linspace(0, 1, 101), 0.9) == pytest.approx(0.1)
+
+
+def test_leaf_mask_finds_a_leaf_on_a_plain_background():
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[16:48, 20:44] = (40, 140, 40)
+    mask = leaf_mask(image)
+    assert mask[20:44, 24:40].all() and not mask[:8].any() and not mask[:, :8].any()
 
 
 def test_stratified_split_holds_out_every_class():

@@ -1,4 +1,9 @@
-"""Inference engines: a batch of preprocessed pixels in, a batch of class probabilities out.
+"""Inference engines: a batch of preprocessed pixels in; probabilities, logits and features out.
+
+Every engine returns ``Outputs``: class probabilities, the logits (pre-softmax scores) and the
+pooled feature vector the classifier reads; the out-of-domain verdict (util/domain.py) uses
+the last two. For models whose last layer applies softmax inside a Dense layer (the original
+PlantNet pair), the logits are recomputed from the features with that layer's weights.
 
 * ``OpenVINOEngine`` runs an OpenVINO IR converted from the Keras model, in bf16 on CPUs
   that have it (AMX, AVX-512 BF16). The IR is converted once, in a child process so the
@@ -25,6 +30,9 @@ from util.model import Artifact, ModelLoadError, check_shapes, load_keras_model
 
 log = logging.getLogger(__name__)
 IR_NAME = "model.xml"
+IR_FORMAT = "v2"  # bump when the exported graph changes (v2: probabilities, logits, features)
+OUTPUT_NAMES = ("probabilities", "logits", "features")
+Outputs = dict[str, np.ndarray]  # OUTPUT_NAMES -> N x ... float32 arrays, one row per image
 
 
 class Engine(Protocol):
@@ -32,8 +40,8 @@ class Engine(Protocol):
     precision: str
     input_size: int
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Return probabilities, one row per image of the float32 N x S x S x 3 batch."""
+    def predict(self, batch: np.ndarray) -> Outputs:
+        """Return probabilities, logits and features, one row per image of the float32 N x S x S x 3 batch."""
 
 
 class TensorFlowEngine:
@@ -47,8 +55,8 @@ class TensorFlowEngine:
         self.input_size = int(model.input_shape[1])
         self._predict = serving_function(model, self.input_size)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self._predict(batch).numpy()
+    def predict(self, batch: np.ndarray) -> Outputs:
+        return {name: tensor.numpy() for name, tensor in zip(OUTPUT_NAMES, self._predict(batch), strict=True)}
 
 
 def _set_tensorflow_threads(threads: int) -> None:
@@ -62,11 +70,20 @@ def _set_tensorflow_threads(threads: int) -> None:
 
 
 def serving_function(model, input_size: int):
-    """Trace the model once as a graph with a free batch dimension."""
+    """Trace the model once as a graph with a free batch dimension: (probabilities, logits, features)."""
     import tensorflow as tf
 
+    classifier = next(layer for layer in reversed(model.layers) if type(layer).__name__ == "Dense")
+    kernel, bias = (tf.constant(w, tf.float32) for w in classifier.get_weights())
+    with_features = type(model)(model.inputs, [model.outputs[0], classifier.input])
+
+    def run(pixels):
+        probabilities, features = with_features(pixels, training=False)
+        features = tf.cast(features, tf.float32)
+        return tf.cast(probabilities, tf.float32), tf.matmul(features, kernel) + bias, features
+
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="pixels")
-    return tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec])
+    return tf.function(run, input_signature=[spec])
 
 
 class OpenVINOEngine:
@@ -93,9 +110,9 @@ class OpenVINOEngine:
             config["INFERENCE_NUM_THREADS"] = settings.inference_threads
         self._request = core.compile_model(network, "CPU", config).create_infer_request()
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray) -> Outputs:
         self._request.infer({0: batch})
-        return self._request.get_output_tensor(0).data.copy()
+        return {name: self._request.get_output_tensor(i).data.copy() for i, name in enumerate(OUTPUT_NAMES)}
 
 
 def choose_precision(requested: str, core) -> str:
@@ -110,7 +127,7 @@ def choose_precision(requested: str, core) -> str:
 
 def openvino_ir(artifact: Artifact, cache: Path) -> Path:
     """Return the cached IR of ``artifact``, converting it in a child process on a cache miss."""
-    ir = cache / artifact.fingerprint / IR_NAME
+    ir = cache / f"{artifact.fingerprint}-{IR_FORMAT}" / IR_NAME
     if ir.exists():
         return ir
     log.info("converting %s to OpenVINO IR in %s (once; later starts reuse it)", artifact.files[0], ir.parent)

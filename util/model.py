@@ -1,4 +1,4 @@
-"""Model artifacts: find them in a directory, read their labels and metadata, load the Keras model.
+"""The model directory: the one owner of its layout. Find, read and write it; load the Keras model.
 
 Two formats are served:
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 KERAS_FILE = "model.keras"
@@ -21,7 +21,11 @@ LEGACY_ARCHITECTURE = "inceptionModelArchitecture.json"
 LEGACY_WEIGHTS = "inception_model_weights.h5"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "model.json"
+DOMAIN_FILE = "domain.npz"  # in-domain statistics (util/domain.py); its threshold is in model.json
 ORIGINAL_LABELS = Path(__file__).with_name("original_labels.txt")
+
+
+MODEL_NAME = "plantnet-inceptionv3"
 
 
 class ModelLoadError(RuntimeError):
@@ -37,6 +41,7 @@ class Artifact:
     labels_file: Path
     name: str
     version: str
+    metadata: dict = field(default_factory=dict, compare=False)  # model.json: calibrations and more
 
     @property
     def fingerprint(self) -> str:
@@ -79,6 +84,7 @@ def find_artifact(directory: Path) -> Artifact:
         labels_file=labels_file,
         name=str(metadata.get("name", directory.resolve().name)),
         version=str(metadata.get("version", "unversioned")),
+        metadata=metadata,
     )
 
 
@@ -92,6 +98,37 @@ def read_labels(path: Path) -> tuple[str, ...]:
     if len(set(labels)) != len(labels):
         raise ModelLoadError(f"{path} lists a label twice")
     return labels
+
+
+def read_metadata(directory: Path) -> dict:
+    """The ``model.json`` of a model directory (name, version, input size, calibrations), or {}."""
+    return _read_metadata(Path(directory) / METADATA_FILE)
+
+
+def write_metadata(directory: Path, metadata: dict) -> Path:
+    """Replace ``model.json``; written to a temporary name first so a reader never sees half a file."""
+    path = Path(directory) / METADATA_FILE
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def update_metadata(directory: Path, **fields) -> dict:
+    """Merge ``fields`` into ``model.json`` and return the result."""
+    metadata = {**read_metadata(directory), **fields}
+    write_metadata(directory, metadata)
+    return metadata
+
+
+def save_model_dir(directory: Path, model, labels, metadata: dict) -> Artifact:
+    """Write a servable model directory: ``model.keras``, ``labels.txt`` and ``model.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / KERAS_FILE)
+    (directory / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
+    write_metadata(directory, metadata)
+    return find_artifact(directory)
 
 
 def _read_metadata(path: Path) -> dict:

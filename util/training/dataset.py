@@ -99,3 +99,21 @@ def load_pixels(paths: Sequence[Path], size: int, cache_dir: Path | None = None)
 
 def class_counts(dataset: Dataset, indices: np.ndarray) -> Counter:
     return Counter(dataset.labels[t] for t in dataset.targets[indices])
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every image file under ``root``, recursively, sorted."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def split_outliers(paths: Sequence[Path], held_out_share: float = 0.5) -> tuple[list[Path], list[Path]]:
+    """Split non-leaf photos into (training, held out) by a hash of the file name: stable as files are added.
+
+    Training uses its share as backgrounds and outlier-exposure images; the held-out share is never
+    trained on and measures the out-of-domain verdict and the field-photo proxy.
+    """
+    train, held_out = [], []
+    for path in paths:
+        bucket = int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (held_out if bucket < held_out_share else train).append(path)
+    return train, held_out

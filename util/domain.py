@@ -1,0 +1,107 @@
+"""Is this photo one the model knows? An in-domain score and the calibrated threshold it is judged by.
+
+The raw score combines two signals the engine returns for every image (util/engine.Outputs):
+
+* the Mahalanobis distance of the pooled features to the nearest class mean, under one shared
+  covariance fitted on the training images (Lee et al. 2018): far from every known leaf -> unknown;
+* the energy of the logits, ``logsumexp(logits)`` (Liu et al. 2020): low -> unknown.
+
+Each is standardised on the training images and the two are added. The answer's ``score`` is
+that raw score ranked among held-out known leaves: the share of validation leaves that looked
+*less* typical (0: stranger than all of them; 0.5: a typical known leaf). A photo is judged
+known when its score reaches the threshold, chosen at training time (or by
+``python -m util.training.calibrate MODEL_DIR``) to accept a target share of known leaves.
+
+The fitted statistics live in the model directory (util/model.py names the file); the threshold
+and method in ``model.json``. A model without them still serves, with the verdict unavailable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from util.model import DOMAIN_FILE, Artifact
+
+METHOD = "mahalanobis+energy"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The in-domain verdict of one image; ``known`` is None when the model has no calibration."""
+
+    available: bool
+    known: bool | None
+    score: float | None
+    threshold: float | None
+    method: str | None
+
+
+UNAVAILABLE = Verdict(available=False, known=None, score=None, threshold=None, method=None)
+
+
+@dataclass(frozen=True)
+class DomainStatistics:
+    """What scoring needs: whitened class means, the whitening matrix, standardisers, the reference ranks."""
+
+    whitening: np.ndarray  # D x D: features @ whitening has identity shared within-class covariance
+    class_means: np.ndarray  # K x D, already whitened
+    distance_mean: float  # standardisers of the two signals, measured on training images
+    distance_std: float
+    energy_mean: float
+    energy_std: float
+    reference: np.ndarray  # sorted raw scores of held-out known leaves (for the percentile score)
+
+    def raw_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Higher means more like the training leaves; one value per row."""
+        z = features.astype(np.float64) @ self.whitening
+        squared = (z**2).sum(1)[:, None] - 2 * z @ self.class_means.T + (self.class_means**2).sum(1)[None, :]
+        distance = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        top = logits.max(axis=1, keepdims=True)
+        energy = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+        return (energy - self.energy_mean) / self.energy_std - (distance - self.distance_mean) / self.distance_std
+
+    def scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The share of held-out known leaves whose raw score is lower: 0..1, higher is more in-domain."""
+        raw = self.raw_scores(logits, features)
+        return np.searchsorted(self.reference, raw, side="left") / len(self.reference)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **{name: np.asarray(getattr(self, name)) for name in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, path: Path) -> DomainStatistics:
+        with np.load(path) as stored:
+            values = {name: stored[name] for name in cls.__dataclass_fields__}
+        for name in ("distance_mean", "distance_std", "energy_mean", "energy_std"):
+            values[name] = float(values[name])
+        return cls(**values)
+
+
+class DomainCheck:
+    """Judge engine outputs against a model directory's calibration (or say it is unavailable)."""
+
+    def __init__(self, statistics: DomainStatistics | None, threshold: float | None):
+        self.statistics = statistics
+        self.threshold = threshold
+
+    @classmethod
+    def for_artifact(cls, artifact: Artifact) -> DomainCheck:
+        calibration = artifact.metadata.get("in_domain") or {}
+        path = artifact.directory / DOMAIN_FILE
+        if calibration.get("method") != METHOD or "threshold" not in calibration or not path.exists():
+            return cls(None, None)
+        return cls(DomainStatistics.load(path), float(calibration["threshold"]))
+
+    @property
+    def available(self) -> bool:
+        return self.statistics is not None
+
+    def judge(self, logits: np.ndarray, features: np.ndarray) -> list[Verdict]:
+        """One verdict per row of ``logits`` / ``features``."""
+        if self.statistics is None or self.threshold is None:
+            return [UNAVAILABLE] * len(logits)
+        scores = self.statistics.scores(logits, features)
+        return [Verdict(True, bool(s >= self.threshold), float(s), self.threshold, METHOD) for s in scores]

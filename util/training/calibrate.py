@@ -1,0 +1,81 @@
+"""Calibrate the in-domain verdict of any model directory (including the original PlantNet pair).
+
+    python -m util.training.calibrate plantnet/ --data ../shared/data/plantvillage/train \
+        --labels ../shared/data/plantvillage/labels.tsv
+
+Runs the training images and the validation split (the split train.py holds out, from the same
+--seed and --val-fraction) through the service's own engine, fits the statistics of
+util/domain.py on the training images, sets the threshold on the validation images and writes
+both into the model directory (``domain.npz`` and ``model.json``'s ``in_domain``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from util import model as model_dir
+from util.config import Settings
+from util.domain import METHOD
+from util.engine import create_engine
+from util.training import dataset as ds
+from util.training import ood
+from util.training.evaluation import run_engine
+
+log = logging.getLogger("calibrate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="model directory")
+    ds.add_dataset_arguments(p)
+    p.add_argument("--acceptance", type=float, default=ood.TARGET_ACCEPTANCE, help="share of known leaves to keep")
+    return p.parse_args(argv)
+
+
+def known_images(artifact: model_dir.Artifact, args: argparse.Namespace, size: int):
+    """Training and validation images of the classes the model knows, with targets in its label order."""
+    data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
+    train_idx, val_idx = ds.stratified_split(data.targets, args.val_fraction, args.seed)
+    index = {label: i for i, label in enumerate(artifact.labels)}
+
+    def select(indices):
+        kept = [i for i in indices if data.labels[data.targets[i]] in index]
+        targets = np.array([index[data.labels[data.targets[i]]] for i in kept])
+        return ds.load_pixels([data.paths[i] for i in kept], size), targets
+
+    return select(train_idx), select(val_idx)
+
+
+def calibrate(args: argparse.Namespace) -> dict:
+    artifact = model_dir.find_artifact(args.model)
+    engine = create_engine(artifact, Settings.from_env(model_dir=args.model))
+    (train_pixels, train_targets), (val_pixels, _) = known_images(artifact, args, engine.input_size)
+    train_out = run_engine(engine.predict, train_pixels)
+    val_out = run_engine(engine.predict, val_pixels)
+    stats = ood.fit_statistics(
+        train_out["logits"], train_out["features"], train_targets, val_out["logits"], val_out["features"]
+    )
+    threshold = ood.threshold_for(stats.scores(val_out["logits"], val_out["features"]), args.acceptance)
+    stats.save(artifact.directory / model_dir.DOMAIN_FILE)
+    calibration = {
+        "method": METHOD,
+        "threshold": threshold,
+        "target_acceptance": args.acceptance,
+        "calibrated_on": f"validation split, {len(val_pixels)} images",
+    }
+    model_dir.update_metadata(artifact.directory, in_domain=calibration)
+    print(f"{artifact.directory}: threshold {threshold:.4f} ({METHOD}, keeps {100 * args.acceptance:.1f}% of known)")
+    return calibration
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    calibrate(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The model card (MODEL.md), rendered from the training config and the numbers measured after training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from util.training.evaluation import Evaluation, per_class_table
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    config: object  # train.TrainConfig
+    version: str
+    labels: list[str]
+    excluded: dict[str, int]
+    train_counts: dict[str, int]
+    n_train: int
+    n_outliers_train: int
+    evaluation: Evaluation
+    candidate: tuple[str, float, float]  # name, top-1 before and after batch-norm recalibration
+    history: list[dict]
+    parameters: int
+    domain_report: list[dict]
+    threshold: float
+    target_acceptance: float
+    field_proxy: dict = field(default_factory=dict)
+    machine: str = ""
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def results_section(facts: CardFacts) -> str:
+    config = facts.config
+    summary = facts.evaluation.summary()
+    low, high = summary["top1_interval_95"]
+    rows = [
+        f"| validation (stratified {100 * config.val_fraction:.0f}%, seed {config.seed}) | {summary['images']} "
+        f"| **{_pct(summary['top1'], 2)}** ({_pct(low)}-{_pct(high)}) | {_pct(summary['top3'], 2)} |"
+    ]
+    if facts.field_proxy:
+        proxy = facts.field_proxy
+        rows.append(
+            f"| field-photo proxy: the same validation leaves pasted onto held-out non-leaf photos | {proxy['images']} "
+            f"| {_pct(proxy['top1'], 2)} | |"
+        )
+    name, before, after = facts.candidate
+    weakest = sorted((r for r in facts.evaluation.per_class() if r["recall"] is not None), key=lambda r: r["recall"])
+    return f"""## Results
+
+| split | images | top-1 (95% interval) | top-3 |
+|---|---:|---:|---:|
+{chr(10).join(rows)}
+
+Shipped: the {name} after batch-norm recalibration (validation top-1 {_pct(before, 2)} before,
+{_pct(after, 2)} after). Epochs run: {len(facts.history)} of {config.epochs}. Machine: {facts.machine}.
+
+![confusion matrix on the validation split](confusion_matrix.png)
+
+Weakest classes by recall: {", ".join(f"{r['label']} ({_pct(r['recall'], 0)})" for r in weakest[:3])}.
+
+### Per class (validation split)
+
+{per_class_table(facts.evaluation, facts.train_counts)}
+"""
+
+
+def _domain_row(row: dict) -> str:
+    share = row["rejected"] / row["images"] if row["images"] else 0.0
+    auroc = "" if row["auroc"] is None else f"{row['auroc']:.3f}"
+    fpr = "" if row["fpr_at_95_tpr"] is None else _pct(row["fpr_at_95_tpr"])
+    return f"| {row['name']} | {row['images']} | {row['rejected']} ({_pct(share)}) | {auroc} | {fpr} |"
+
+
+def domain_section(facts: CardFacts) -> str:
+    rows = "\n".join(_domain_row(r) for r in facts.domain_report)
+    return f"""## Is it a leaf the model knows? (the in-domain verdict)
+
+Every answer carries `in_domain`: a score (the share of known validation leaves that look less
+typical than the photo), the threshold {facts.threshold:.4f} it is judged by, and the yes/no
+(util/domain.py: Mahalanobis distance of the pooled features to the nearest class mean plus the
+energy of the logits). The threshold keeps {_pct(facts.target_acceptance)} of the validation leaves.
+Non-leaf groups below were never trained on (the non-leaf photos are split in two by a hash of
+their file name; training used the other half).
+
+| images | count | rejected at the threshold | AUROC vs validation | FPR at 95% TPR |
+|---|---:|---:|---:|---:|
+{rows}
+
+![in-domain scores](in_domain_scores.png)
+"""
+
+
+def history_table(history: list[dict]) -> str:
+    return "\n".join(
+        f"| {int(h['epoch']) + 1} | {float(h['loss']):.3f} | {_pct(float(h['accuracy']))} "
+        f"| {float(h['val_loss']):.3f} | {_pct(float(h['val_accuracy']))} |"
+        for h in history
+    )
+
+
+def render(facts: CardFacts) -> str:
+    config = facts.config
+    excluded = ", ".join(f"`{k}` ({v})" for k, v in facts.excluded.items()) or "none"
+    augmentation = "\n".join(f"- {line}" for line in config.augment.describe())
+    return f"""# PlantNet leaf-disease model, version {facts.version}
+
+An InceptionV3 network trained from scratch to name the disease (or health) of a single plant
+leaf in a photo, with a verdict on whether the photo is a leaf it knows at all. It is the
+default model of PlantNet API (`plantnet/`).
+
+{results_section(facts)}
+{domain_section(facts)}
+## Training curve
+
+![training curve](training_curve.png)
+
+| epoch | loss | accuracy | val loss | val accuracy (epoch end, before precise BN) |
+|---:|---:|---:|---:|---:|
+{history_table(facts.history)}
+
+## Data
+
+Real PlantVillage leaf photos (Hughes and Salathé 2015, arXiv:1511.08060): lab photographs of one
+leaf on a plain background, 256x256 JPEG. {facts.n_train} images trained the model and
+{facts.evaluation.summary()["images"]} were held out for validation, stratified per class.
+{facts.n_outliers_train} real photos of things that are no leaf of ours (people, objects, scenes,
+other plants) served as backgrounds and for outlier exposure. Folder names map to the display
+labels the original PlantNet API returned (`labels.tsv`).
+
+**Left out:** {excluded}: fewer than {config.min_images} photos each, too few to learn or to
+measure. The model cannot answer them; the in-domain verdict is measured on them above.
+
+## Architecture and input
+
+`keras.applications.InceptionV3(include_top=False, weights=None)`, global average pooling,
+dropout 0.3, a {len(facts.labels)}-way float32 dense layer (the logits) and a softmax;
+{facts.parameters / 1e6:.1f} M parameters. Input {config.input_size}x{config.input_size} RGB
+scaled to [-1, 1] by util/leaf.py (shared by training, evaluation and the service).
+
+Augmentation (training only, util/training/augment.py):
+{augmentation}
+
+## Training
+
+    {config.command}
+
+AdamW (learning rate {config.learning_rate:g}, {config.warmup_epochs:g} warm-up epochs, cosine decay;
+weight decay {config.weight_decay:g}, not on batch-norm parameters or biases), global-norm clipping 1.0,
+weight EMA (momentum {config.ema_momentum:g}), label smoothing {config.label_smoothing:g}, batch
+{config.batch_size}, {config.precision} with float32 logits, seed {config.seed}, up to {config.epochs}
+epochs{f", started from {config.init_from}" if config.init_from else ""}. Keras callbacks:
+BackupAndRestore (`--resume`), ModelCheckpoint, EarlyStopping (patience {config.patience}),
+CSVLogger, TerminateOnNaN. After training, batch-norm statistics are recomputed on unaugmented
+training images ("precise BN"), the last and the best epoch are compared, and the in-domain
+statistics are fitted on the training images and calibrated on the validation split.
+
+## Known limits
+
+- Lab photos: every training leaf was photographed on a plain background. Pasting leaves onto
+  real photos helps, but field photos (several leaves, soil, hands, shadows) remain harder;
+  the proxy row above is an estimate, not a measurement on field photos.
+- Near-duplicate photos of the same leaf can occur in both splits (PlantVillage photographs some
+  leaves several times), so validation accuracy may be optimistic.
+- The in-domain verdict is calibrated to reject about 2.5% of known leaves; photos of the
+  left-out classes and of other crops are the hardest to reject (see the table).
+"""

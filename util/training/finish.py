@@ -1,0 +1,234 @@
+"""After training: recalibrate batch norm, evaluate, calibrate the in-domain verdict, write the model directory.
+
+Every number the model card shows is measured here (or read from the run's own logs) and
+passed to util.training.card; nothing in the card is typed by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from util import model as model_dir
+from util.domain import METHOD, DomainStatistics
+from util.training import card, ood
+from util.training.augment import composite_onto
+from util.training.dataset import class_counts
+from util.training.evaluation import Evaluation, plot_confusion, plot_history, plot_scores, run_engine
+from util.training.recalibrate import recalibrate_batch_norm
+
+log = logging.getLogger("train")
+DEFAULT_OUTLIER_GROUPS = ("far", "near", "background")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    model: object  # the float32 serving model (probabilities out)
+    before: float
+    after: float
+
+
+def serving_model(trained, input_size: int, num_classes: int):
+    """A float32 copy of the trained network with a softmax on its logits: what the service loads."""
+    import keras
+
+    from train import make_model
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        logits_model = make_model(input_size, num_classes)
+        logits_model.set_weights(trained.get_weights())
+        probabilities = keras.layers.Softmax(name="probabilities")(logits_model.output)
+        return keras.Model(logits_model.input, probabilities, name=logits_model.name)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def engine_for(model):
+    """The same traced (probabilities, logits, features) function the OpenVINO export converts."""
+    from util.engine import OUTPUT_NAMES, serving_function
+
+    function = serving_function(model, int(model.input_shape[1]))
+    return lambda batch: dict(zip(OUTPUT_NAMES, (t.numpy() for t in function(batch)), strict=True))
+
+
+def top1(model, pixels: np.ndarray, targets: np.ndarray) -> float:
+    outputs = run_engine(engine_for(model), pixels)
+    return float(np.mean(outputs["probabilities"].argmax(1) == targets))
+
+
+def choose_candidate(config, data, trained) -> Candidate:
+    """Recalibrate batch norm of the last and the best epoch; keep the better on validation."""
+    import keras
+
+    classes = len(data.dataset.labels)
+    val_pixels, val_targets = data.pixels[data.val_idx], data.dataset.targets[data.val_idx]
+    sources = {"last epoch": trained}
+    best_path = config.work_dir / "best.keras"
+    if best_path.exists():
+        sources["best epoch"] = keras.saving.load_model(best_path, compile=False)
+    candidates = []
+    for name, source in sources.items():
+        model = serving_model(source, config.input_size, classes)
+        before = top1(model, val_pixels, val_targets)
+        recalibrate_batch_norm(model, data.pixels[data.train_idx], config.seed)
+        after = top1(model, val_pixels, val_targets)
+        log.info("%s: validation top-1 %.4f before, %.4f after batch-norm recalibration", name, before, after)
+        candidates.append(Candidate(name, model, before, after))
+    return max(candidates, key=lambda c: c.after)
+
+
+def outlier_groups(config, data) -> dict[str, np.ndarray]:
+    """Held-out non-leaf photos by folder, plus synthetic ones: never trained on."""
+    from util.training import dataset as ds
+
+    groups: dict[str, np.ndarray] = {}
+    if config.outliers:
+        _, held_out = ds.split_outliers(ds.list_images(config.outliers))
+        for folder in DEFAULT_OUTLIER_GROUPS:
+            paths = [p for p in held_out if p.parent.name == folder]
+            if paths:
+                groups[f"{folder} (held out)"] = ds.load_pixels(paths, config.input_size, config.work_dir / "cache")
+    excluded = [p for p in ds.list_images(config.data) if p.parent.name in data.dataset.excluded]
+    if excluded:
+        groups["classes left out"] = ds.load_pixels(excluded, config.input_size)
+    groups.update(synthetic_groups(data.pixels[data.val_idx], config.seed))
+    return groups
+
+
+def synthetic_groups(leaves: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    return {f"{name} (synthetic)": images for name, images in ood.synthetic_outliers(leaves, 40, seed).items()}
+
+
+def calibrate(model, data, groups: dict[str, np.ndarray], seed: int) -> tuple[DomainStatistics, float, dict]:
+    """Fit the in-domain statistics on training images, the threshold on validation; report every group."""
+    engine = engine_for(model)
+    train_out = run_engine(engine, data.pixels[data.train_idx])
+    val_out = run_engine(engine, data.pixels[data.val_idx])
+    stats = ood.fit_statistics(
+        train_out["logits"],
+        train_out["features"],
+        data.dataset.targets[data.train_idx],
+        val_out["logits"],
+        val_out["features"],
+    )
+    known = stats.scores(val_out["logits"], val_out["features"])
+    threshold = ood.threshold_for(known)
+    scores = {"validation (known)": known}
+    for name, pixels in groups.items():
+        out = run_engine(engine, pixels)
+        scores[name] = stats.scores(out["logits"], out["features"])
+    return stats, threshold, scores
+
+
+def field_proxy(model, data, seed: int) -> dict:
+    """Validation leaves pasted onto held-out non-leaf photos: a stand-in for field photos."""
+    if not len(data.held_out_outliers):
+        return {}
+    from util.training.augment import leaf_masks
+
+    pixels = data.pixels[data.val_idx]
+    composited = composite_onto(pixels, leaf_masks(pixels), data.held_out_outliers, seed)
+    probabilities = run_engine(engine_for(model), composited)["probabilities"]
+    hits = int(np.sum(probabilities.argmax(1) == data.dataset.targets[data.val_idx]))
+    return {"images": len(pixels), "top1": hits / len(pixels), "pixels": composited[:8]}
+
+
+def read_history(work_dir: Path) -> list[dict]:
+    path = work_dir / "history.csv"
+    if not path.exists():
+        return []
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def finish(config, data, trained) -> Path:
+    """Write the model directory, its evaluation, calibration, pictures and model card."""
+    chosen = choose_candidate(config, data, trained)
+    out = config.out
+    labels = data.dataset.labels
+    version = date.today().isoformat()
+    metadata = {"name": model_dir.MODEL_NAME, "version": version, "input_size": config.input_size}
+    model_dir.save_model_dir(out, chosen.model, labels, metadata)
+
+    engine = engine_for(chosen.model)
+    val_targets = data.dataset.targets[data.val_idx]
+    evaluation = Evaluation(labels, val_targets, run_engine(engine, data.pixels[data.val_idx])["probabilities"])
+    summary = evaluation.summary()
+    groups = outlier_groups(config, data)
+    stats, threshold, scores = calibrate(chosen.model, data, groups, config.seed)
+    stats.save(out / model_dir.DOMAIN_FILE)
+    known = scores["validation (known)"]
+    domain_report = [
+        ood.report_group(name, known, values, threshold, name.startswith("validation")).as_dict()
+        for name, values in scores.items()
+    ]
+    model_dir.update_metadata(
+        out,
+        in_domain={
+            "method": METHOD,
+            "threshold": threshold,
+            "target_acceptance": ood.TARGET_ACCEPTANCE,
+            "calibrated_on": f"validation split, {len(known)} images",
+        },
+    )
+    proxy = field_proxy(chosen.model, data, config.seed)
+    history = read_history(config.work_dir)
+    (out / "evaluation.json").write_text(
+        json.dumps(
+            {
+                **summary,
+                "split": "validation",
+                "in_domain": domain_report,
+                "field_proxy": {k: v for k, v in proxy.items() if k != "pixels"},
+            },
+            indent=1,
+        )
+    )
+    low, high = summary["top1_interval_95"]
+    plot_confusion(
+        evaluation.confusion(),
+        labels,
+        out / "confusion_matrix.png",
+        f"Validation split, {len(val_targets)} images: top-1 {100 * summary['top1']:.1f}% "
+        f"(95% CI {100 * low:.1f}-{100 * high:.1f})",
+    )
+    if history:
+        plot_history(history, out / "training_curve.png")
+    plot_scores(scores, threshold, out / "in_domain_scores.png")
+    facts = card.CardFacts(
+        config=config,
+        version=version,
+        labels=labels,
+        excluded=data.dataset.excluded,
+        train_counts=dict(class_counts(data.dataset, data.train_idx)),
+        n_train=len(data.train_idx),
+        n_outliers_train=len(data.outliers),
+        evaluation=evaluation,
+        candidate=(chosen.name, chosen.before, chosen.after),
+        history=history,
+        parameters=chosen.model.count_params(),
+        domain_report=domain_report,
+        threshold=threshold,
+        target_acceptance=ood.TARGET_ACCEPTANCE,
+        field_proxy={k: v for k, v in proxy.items() if k != "pixels"},
+        machine=f"{platform.machine()}, {_cpu_count()} CPU cores, no GPU",
+    )
+    (out / "MODEL.md").write_text(card.render(facts), encoding="utf-8")
+    log.info("wrote %s: validation top-1 %.4f", out, summary["top1"])
+    return out
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))

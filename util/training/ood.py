@@ -1,0 +1,115 @@
+"""Fit and measure the in-domain verdict (util/domain.py): statistics, threshold, AUROC, FPR at 95% TPR.
+
+Also makes the synthetic out-of-domain images every model is checked on: noise, solid colours and
+leaf photos cut into shuffled patches (leaf colour and texture, no leaf shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from util.domain import DomainStatistics
+
+TARGET_ACCEPTANCE = 0.975  # share of known (validation) leaves the threshold keeps
+SHRINKAGE = 0.1  # covariance shrinkage towards its mean variance: 2048 dims from ~7k images
+
+
+def fit_statistics(
+    train_logits: np.ndarray,
+    train_features: np.ndarray,
+    train_targets: np.ndarray,
+    reference_logits: np.ndarray,
+    reference_features: np.ndarray,
+) -> DomainStatistics:
+    """Fit class means and a shared covariance on training images; rank against the reference (validation) images."""
+    features = train_features.astype(np.float64)
+    classes = np.unique(train_targets)
+    means = np.stack([features[train_targets == c].mean(axis=0) for c in classes])
+    centred = features - means[np.searchsorted(classes, train_targets)]
+    covariance = centred.T @ centred / len(centred)
+    covariance = (1 - SHRINKAGE) * covariance + SHRINKAGE * np.trace(covariance) / len(covariance) * np.eye(
+        len(covariance)
+    )
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    whitening = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))[None, :]
+    provisional = DomainStatistics(whitening, means @ whitening, 0.0, 1.0, 0.0, 1.0, np.zeros(1))
+    distance, energy = _signals(provisional, train_logits, train_features)
+    standardised = DomainStatistics(
+        whitening,
+        means @ whitening,
+        float(distance.mean()),
+        float(distance.std() or 1.0),
+        float(energy.mean()),
+        float(energy.std() or 1.0),
+        np.zeros(1),
+    )
+    reference = np.sort(standardised.raw_scores(reference_logits, reference_features))
+    return DomainStatistics(**{**standardised.__dict__, "reference": reference})
+
+
+def _signals(stats: DomainStatistics, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance to the nearest class mean, energy), one value each per row."""
+    z = features.astype(np.float64) @ stats.whitening
+    squared = (z**2).sum(1)[:, None] - 2 * z @ stats.class_means.T + (stats.class_means**2).sum(1)[None, :]
+    top = logits.max(axis=1, keepdims=True)
+    energy = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+    return np.sqrt(np.maximum(squared.min(axis=1), 0.0)), energy
+
+
+def threshold_for(reference_scores: np.ndarray, acceptance: float = TARGET_ACCEPTANCE) -> float:
+    """The score threshold that accepts ``acceptance`` of the reference (known) images."""
+    return float(np.quantile(reference_scores, 1.0 - acceptance))
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Probability that a known image scores above an unknown one (ties count half)."""
+    scores = np.concatenate([known, unknown])
+    ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable").astype(np.float64) + 1
+    for value in np.unique(scores):  # average ranks of ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(known)].sum() - len(known) * (len(known) + 1) / 2) / (len(known) * len(unknown)))
+
+
+def fpr_at_tpr(known: np.ndarray, unknown: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of unknown images accepted at the threshold that accepts ``tpr`` of the known ones."""
+    return float(np.mean(unknown >= np.quantile(known, 1.0 - tpr)))
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    name: str
+    images: int
+    rejected: int
+    auroc: float | None
+    fpr_at_95_tpr: float | None
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def report_group(name: str, known: np.ndarray, scores: np.ndarray, threshold: float, is_known: bool) -> GroupReport:
+    """Accept/reject counts at ``threshold``; AUROC and FPR against ``known`` for unknown groups."""
+    rejected = int(np.sum(scores < threshold))
+    if is_known or not len(scores):
+        return GroupReport(name, len(scores), rejected, None, None)
+    return GroupReport(name, len(scores), rejected, auroc(known, scores), fpr_at_tpr(known, scores))
+
+
+def synthetic_outliers(leaves: np.ndarray, count: int, seed: int) -> dict[str, np.ndarray]:
+    """Noise, solid colours and shuffled leaf patches, uint8 N x S x S x 3 each."""
+    rng = np.random.default_rng(seed)
+    size = leaves.shape[1]
+    noise = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    solid = np.broadcast_to(rng.integers(0, 256, (count, 1, 1, 3), dtype=np.uint8), (count, size, size, 3)).copy()
+    patch = size // 8
+    shuffled = np.empty((count, size, size, 3), np.uint8)
+    for i in range(count):
+        tiles = leaves[rng.integers(len(leaves))][: patch * 8, : patch * 8].reshape(8, patch, 8, patch, 3)
+        tiles = tiles.transpose(0, 2, 1, 3, 4).reshape(64, patch, patch, 3)[rng.permutation(64)]
+        grid = tiles.reshape(8, 8, patch, patch, 3).transpose(0, 2, 1, 3, 4).reshape(8 * patch, 8 * patch, 3)
+        shuffled[i] = np.pad(grid, ((0, size - 8 * patch), (0, size - 8 * patch), (0, 0)), mode="edge")
+    return {"noise": noise, "solid colour": solid, "shuffled leaf patches": shuffled}
