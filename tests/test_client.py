@@ -301,6 +301,14 @@ def test_a_request_too_large_in_total_is_split(url, fake, tmp_path):
     assert fake.sizes() == [4, 2, 2]
 
 
+def test_photos_larger_together_than_max_request_bytes_go_in_several_requests(url, fake, tmp_path):
+    paths = write_photos(tmp_path, ["A_a", "B_b", "C_c", "D_d", "E_e"])
+    with fast_client(url, max_request_bytes=600) as client:  # about 290 bytes a photo with its multipart part
+        results = list(client.diagnose_many(paths, batch_size=5, ordered=True))
+    assert [r.label for r in results] == ["A_a", "B_b", "C_c", "D_d", "E_e"]
+    assert fake.sizes() == [2, 2, 1]
+
+
 def test_a_request_level_error_fails_every_photo_of_that_request(url, fake, tmp_path):
     paths = write_photos(tmp_path, ["A_a", "B_b", "C_c"])
     fake.script(PREDICTIONS, (400, {}, {"message": "at most 2 images per request"}))
@@ -507,6 +515,7 @@ def test_cli_exit_1_when_no_photo_is_found_or_the_service_is_down(url, tmp_path,
         ["diagnose"],
         ["diagnose", "x.jpg", "--format", "xml"],
         ["diagnose", "x.jpg", "--batch-size", "0"],
+        ["diagnose", "x.jpg", "--max-request-mb", "0"],
         ["diagnose", "x.jpg", "--resume"],
         ["diagnose", "x.jpg", "--resume", "-o", "out.json", "--format", "json"],
     ],

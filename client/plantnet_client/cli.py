@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .client import DEFAULT_BATCH_SIZE, DEFAULT_URL, Client, Result
+from .client import DEFAULT_BATCH_SIZE, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_URL, Client, Result
 from .sources import DEFAULT_MAX_DOWNLOAD_BYTES
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_DOWNLOAD_BYTES / 2**20,
         help="largest photo downloaded from a URL, in MiB (default: %(default)s)",
     )
+    diagnose.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
+        help="most bytes of photos in one request, as the server allows, in MiB (default: %(default)s)",
+    )
     diagnose.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     diagnose.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -128,8 +134,8 @@ def diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--resume needs --output FILE")
     if args.resume and fmt not in RESUMABLE:
         parser.error(f"--resume needs --format {' or '.join(RESUMABLE)}, not {fmt}")
-    if args.retries < 0 or args.timeout <= 0 or args.max_download_mb <= 0:
-        parser.error("--retries must be >= 0, --timeout and --max-download-mb > 0")
+    if args.retries < 0 or min(args.timeout, args.max_download_mb, args.max_request_mb) <= 0:
+        parser.error("--retries must be >= 0; --timeout, --max-download-mb and --max-request-mb > 0")
 
     err = sys.stderr
     client = Client(
@@ -138,6 +144,7 @@ def diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         retries=args.retries,
         endpoint_url=args.endpoint_url,
         max_download_bytes=int(args.max_download_mb * 2**20),
+        max_request_bytes=int(args.max_request_mb * 2**20),
         max_connections=max(args.concurrency, 4),
     )
     with client:

@@ -24,6 +24,8 @@ PREDICTION_PATH = "/Diagnosis/prediction"
 PREDICTIONS_PATH = "/Diagnosis/predictions"
 HEALTH_PATH = "/health"
 DEFAULT_BATCH_SIZE = 32  # the server's default limit of photos per request
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # the server's default limit of one many-photo request
+_PART_OVERHEAD = 256  # multipart headers and boundary of one photo, generously
 
 # Failures where the request may not have reached the application: always safe to send again
 # (a diagnosis has no side effects). A read timeout is not retried: the server is slow, not gone.
@@ -152,8 +154,10 @@ class Client:
     request (or an ``httpx.Timeout``). ``retries`` is how many times a request is sent again after
     a connection error or a 502/503/504; the wait doubles from ``backoff`` seconds (with jitter, at
     most ``max_backoff``) unless the answer carries ``Retry-After``, which is honoured up to
-    ``max_retry_after`` seconds. ``max_download_bytes`` bounds photos downloaded from http(s)
-    URLs; ``endpoint_url`` / ``s3_client`` configure ``s3://`` sources.
+    ``max_retry_after`` seconds. ``max_request_bytes`` keeps each many-photo request under the
+    server's total limit (a request is split when its photos together are larger; a 413 splits it
+    too). ``max_download_bytes`` bounds photos downloaded from http(s) URLs; ``endpoint_url`` /
+    ``s3_client`` configure ``s3://`` sources.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         max_connections: int = 16,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         endpoint_url: str | None = None,
         s3_client: Any = None,
         verify: bool | str = True,
@@ -179,6 +184,7 @@ class Client:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
+        self.max_request_bytes = max_request_bytes
         self.retry_statuses = RETRYABLE_STATUSES
         if not isinstance(timeout, httpx.Timeout):
             timeout = httpx.Timeout(timeout, connect=min(10.0, timeout))
@@ -305,8 +311,8 @@ class Client:
                 uploads.append((index, photo, photo.read()))
             except SourceError as error:
                 results[index] = Result.failure(photo.source, str(error))
-        if uploads:
-            results.update(self._upload(uploads, top_k))
+        for group in _by_size(uploads, self.max_request_bytes):
+            results.update(self._upload(group, top_k))
         return [results[index] for index in range(len(batch))]
 
     def _upload(self, uploads: list[tuple[int, Photo, bytes]], top_k: int | None) -> dict[int, Result]:
@@ -421,6 +427,21 @@ def _item_result(source: str, item: Mapping[str, Any]) -> Result:
         return Result.from_diagnosis(source, diagnosis)
     message = item.get("message") or (f"HTTP {status}" if status else "the server gave no diagnosis")
     return Result.failure(source, str(message), status, item)
+
+
+def _by_size(uploads: list[tuple[int, Photo, bytes]], limit: int) -> Iterator[list[tuple[int, Photo, bytes]]]:
+    """Consecutive groups whose photos together stay under ``limit`` bytes (a lone larger photo goes alone)."""
+    group: list[tuple[int, Photo, bytes]] = []
+    size = 0
+    for upload in uploads:
+        cost = len(upload[2]) + len(upload[1].name) + _PART_OVERHEAD
+        if group and size + cost > limit:
+            yield group
+            group, size = [], 0
+        group.append(upload)
+        size += cost
+    if group:
+        yield group
 
 
 def _chunks(photos: Iterable[Photo], size: int) -> Iterator[list[Photo]]:
