@@ -25,11 +25,12 @@ loglevel = os.environ.get("PLANTNET_LOG_LEVEL", "info").lower()
 
 
 def on_starting(server):
-    """Convert the model to OpenVINO once in the master, so workers never race to do it."""
-    from util.config import Settings
+    """Configure logging and convert the model to OpenVINO once in the master, before any worker forks."""
+    from util.config import Settings, configure_logging
     from util.engine import openvino_ir
     from util.model import ModelLoadError, find_artifact
 
+    configure_logging(loglevel)  # the app's own loggers (request lines, start-up); workers inherit it
     settings = Settings.from_env()
     if settings.backend == "tensorflow":
         return

@@ -1,13 +1,12 @@
 """Serving benchmark: the production command against a naive baseline, on this machine.
 
-    python bench/serve.py                      # full run, about 4 minutes
-    python bench/serve.py --grid               # short runs over worker/thread/batch settings
+    python -m bench.serve                      # full run, about 4 minutes
+    python -m bench.serve --grid               # short runs over worker/thread/batch settings
 
-Starts ``gunicorn application:app`` (the Procfile's web command, gunicorn.conf.py) on
-127.0.0.1, waits for GET /health, and drives it with a closed-loop multipart load generator
-(each client sends its next request when the previous one is answered) at 1, 4 and 16
-clients on the 256 px leaf JPEGs of sample_images/, and at 4 clients on the 12-megapixel
-photo. Then does the same for bench/naive_app.py under one sync worker (the original
+Starts the Procfile's web command on 127.0.0.1, waits for GET /health, and drives it with a
+closed-loop multipart load generator (each client sends its next request when the previous
+one is answered) at 1, 4 and 16 clients on the 256 px leaf JPEGs of sample_images/, and at 4
+clients on the 12-megapixel photo. Then does the same for bench/naive_app.py under one sync worker (the original
 design), measures the bare engine's ceiling on preprocessed batches, and prints a Markdown
 table with ratios and the issue's targets. Raw numbers go to --out (JSON).
 """
@@ -19,8 +18,6 @@ import http.client
 import itertools
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,12 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_images"
-PHOTO = SAMPLES / "plantnet_original_sample.jpg"
-SERVICE = ["gunicorn", "application:app"]
+from tests.support import BIG_PHOTO, ROOT, Server, leaf_samples, multipart_body, procfile_web_command
+
+SERVICE = procfile_web_command()
+BOUNDARY = "plantnet-bench"
 BASELINE = ["gunicorn", "--workers", "1", "--worker-class", "sync", "--timeout", "300", "bench.naive_app:app"]
 
 
@@ -50,70 +46,10 @@ class LoadResult:
     p99_ms: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A gunicorn process on 127.0.0.1, started and stopped around one block of measurements."""
-
-    def __init__(self, command: list[str], env: dict[str, str]):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        bin_dir = Path(sys.executable).parent
-        full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        started = time.monotonic()
-        self.process = subprocess.Popen(
-            [str(bin_dir / command[0]), *command[1:]],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.ready_s = self._wait_ready(started)
-
-    def _wait_ready(self, started: float, limit: float = 300) -> float:
-        while time.monotonic() - started < limit:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server not ready in time")
-
-    def worker_rss_mb(self) -> float:
-        """Largest VmRSS among the master's child processes (the workers)."""
-        sizes = []
-        for status in Path("/proc").glob("[0-9]*/status"):
-            try:
-                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-            except OSError:
-                continue
-            if fields.get("PPid", "").strip() == str(self.process.pid) and "VmRSS" in fields:
-                sizes.append(int(fields["VmRSS"].split()[0]) / 1024)
-        return max(sizes, default=0.0)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def multipart_body(name: str, data: bytes, boundary: str = "plantnet-bench") -> tuple[bytes, dict[str, str]]:
+def leaf_request(name: str, data: bytes) -> tuple[bytes, dict[str, str]]:
     """Encode one upload once, so the load generator spends its CPU on sending, not encoding."""
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    body = head + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(body))}
+    body = multipart_body([("image", name, data)], BOUNDARY)
+    return body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(len(body))}
 
 
 def drive(url: str, payloads: list[tuple[str, bytes]], clients: int, duration: float) -> LoadResult:
@@ -123,7 +59,7 @@ def drive(url: str, payloads: list[tuple[str, bytes]], clients: int, duration: f
     server, so every cycle it spends is one the service does not get.
     """
     host, port = url.removeprefix("http://").split(":")
-    bodies = [multipart_body(name, data) for name, data in payloads]
+    bodies = [leaf_request(name, data) for name, data in payloads]
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -168,24 +104,21 @@ def drive(url: str, payloads: list[tuple[str, bytes]], clients: int, duration: f
     )
 
 
-def leaf_payloads() -> list[tuple[str, bytes]]:
-    return [(p.name, p.read_bytes()) for p in sorted(SAMPLES.glob("*.jpg")) if p != PHOTO]
-
-
 def measure(command: list[str], env: dict[str, str], clients: list[int], photo_clients: int, duration: float) -> dict:
     """Start one server, warm it, run every load level, read the worker's RSS, stop it."""
-    server = Server(command, env)
+    server = Server(env, command, output=subprocess.DEVNULL)
     try:
-        leaves = leaf_payloads()
+        ready_s = server.wait_healthy(300)
+        leaves = leaf_samples()
         drive(server.url, leaves, max(clients), min(3.0, duration))  # warm-up, not reported
         rss_after_warmup = server.worker_rss_mb()
         results = {f"leaf_c{c}": asdict(drive(server.url, leaves, c, duration)) for c in clients}
         if photo_clients:
             results[f"photo_c{photo_clients}"] = asdict(
-                drive(server.url, [(PHOTO.name, PHOTO.read_bytes())], photo_clients, duration)
+                drive(server.url, [(BIG_PHOTO.name, BIG_PHOTO.read_bytes())], photo_clients, duration)
             )
         return {
-            "ready_s": round(server.ready_s, 2),
+            "ready_s": round(ready_s, 2),
             "rss_mb_after_warmup": round(rss_after_warmup, 1),
             "rss_mb": round(server.worker_rss_mb(), 1),
             "loads": results,

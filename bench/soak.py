@@ -1,10 +1,10 @@
 """Soak test: many good and hostile uploads at many clients against the production command.
 
-    python bench/soak.py                     # 10,000 requests at 16 clients, shipped model
+    python -m bench.soak                     # 10,000 requests at 16 clients, shipped model
 
-Starts ``gunicorn application:app`` on 127.0.0.1, waits for /health, warms up, then sends
+Starts the Procfile's web command on 127.0.0.1, waits for /health, warms up, then sends
 --requests uploads from --clients closed-loop clients, cycling through the sample leaf photos
-and bench/payloads.py's hostile uploads (one hostile upload for every --good-per-hostile good
+and tests/payloads.py's hostile uploads (one hostile upload for every --good-per-hostile good
 ones). Every answer is checked against the status its payload must get. Reports unexpected
 statuses (must be 0), throughput and the worker's RSS after warm-up and at the end; exits
 non-zero on any unexpected status or an RSS growth of 10% or more. Bounded by --max-seconds.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import requests
 
-from bench.payloads import Payload, hostile_payloads
-from bench.serve import ROOT, SERVICE, Server, leaf_payloads
+from tests.payloads import Payload, hostile_payloads
+from tests.support import PREDICT, ROOT, Server, leaf_samples, model_env
 
 
 def mixed_payloads(good_per_hostile: int) -> list[Payload]:
-    good = [Payload(name, data, name, 200) for name, data in leaf_payloads()]
+    good = [Payload(name, data, name, 200) for name, data in leaf_samples()]
     hostile = hostile_payloads()
     mixed = []
     for i, bad in enumerate(hostile):
@@ -52,7 +53,7 @@ def soak(url: str, payloads: list[Payload], total: int, clients: int, max_second
             payload = payloads[n % len(payloads)]
             try:
                 status = session.post(
-                    f"{url}/Diagnosis/prediction", timeout=60, files={"image": (payload.filename, payload.data)}
+                    f"{url}{PREDICT}", timeout=60, files={"image": (payload.filename, payload.data)}
                 ).status_code
             except requests.RequestException as exc:
                 status = type(exc).__name__
@@ -88,8 +89,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "soak.json")
     args = p.parse_args()
     payloads = mixed_payloads(args.good_per_hostile)
-    server = Server(SERVICE, {"PLANTNET_MODEL_DIR": str(args.model_dir.resolve())})
+    server = Server(model_env(args.model_dir), output=subprocess.DEVNULL)
     try:
+        server.wait_healthy(300)
         soak(server.url, payloads, len(payloads) * 2, args.clients, 120)  # warm-up: every payload twice
         rss_start = server.worker_rss_mb()
         result = soak(server.url, payloads, args.requests, args.clients, args.max_seconds)

@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import image_bytes, sample_bytes
 
-from util.batcher import Batcher, BatcherClosed
+from tests.payloads import payload
+from tests.support import sample_bytes
+from util.batcher import Batcher, BatcherClosed, Overloaded
 
 SHAPE = (4, 4, 3)
 
@@ -107,9 +108,106 @@ def test_close_answers_queued_work_then_refuses_new_work():
         batcher.submit(pixels(1))
 
 
+class BlockingModel(RecordingModel):
+    """Holds the inference thread inside the engine until released, so later work stays queued."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.seen: list[float] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.seen += [float(v) for v in batch[:, 0, 0, 0]]
+        self.entered.set()
+        assert self.release.wait(10), "never released"
+        return super().__call__(batch)
+
+
+def test_a_timed_out_request_is_cancelled_and_its_image_never_reaches_the_engine():
+    model = BlockingModel()
+    batcher = Batcher(model, SHAPE, max_batch_size=1, max_wait_ms=0)
+    try:
+        busy = batcher.submit(pixels(1))
+        assert model.entered.wait(5)
+        with pytest.raises(TimeoutError):
+            batcher.predict(pixels(2), timeout=0.05)
+        model.release.set()
+        np.testing.assert_allclose(busy.result(5), [1, -1, 2])
+        np.testing.assert_allclose(batcher.predict(pixels(3), timeout=5), [3, -3, 6])
+    finally:
+        model.release.set()
+        batcher.close()
+    assert model.seen == [1, 3]
+
+
+def test_a_cancelled_future_is_skipped_and_its_batch_filled_with_live_work():
+    model = BlockingModel()
+    batcher = Batcher(model, SHAPE, max_batch_size=4, max_wait_ms=200)
+    try:
+        batcher.submit(pixels(0))
+        assert model.entered.wait(5)
+        futures = batcher.submit_many([pixels(v) for v in (1, 2, 3, 4, 5)])
+        assert futures[1].cancel() and futures[3].cancel()
+        model.release.set()
+        assert [float(futures[i].result(5)[0]) for i in (0, 2, 4)] == [1, 3, 5]
+    finally:
+        model.release.set()
+        batcher.close()
+    assert model.seen == [0, 1, 3, 5] and model.batch_sizes == [1, 3]
+
+
+def test_work_beyond_the_queue_bound_is_refused_at_once_all_or_nothing():
+    model = BlockingModel()
+    depths: list[int] = []
+    batcher = Batcher(model, SHAPE, max_batch_size=1, max_wait_ms=0, max_queue=3, observe_depth=depths.append)
+    try:
+        first = batcher.submit(pixels(0))
+        assert model.entered.wait(5)  # the engine holds the first; the queue is empty
+        queued = batcher.submit_many([pixels(1), pixels(2)])
+        with pytest.raises(Overloaded):
+            batcher.submit_many([pixels(3), pixels(4)])
+        assert batcher.depth == 2 and depths[-1] == 2
+        queued.append(batcher.submit(pixels(5)))  # one more still fits
+        with pytest.raises(Overloaded):
+            batcher.submit(pixels(6))
+        model.release.set()
+        assert [float(f.result(5)[0]) for f in [first, *queued]] == [0, 1, 2, 5]
+    finally:
+        model.release.set()
+        batcher.close()
+    assert depths[-1] == 0
+
+
+def test_an_engine_returning_named_outputs_gives_each_caller_its_own_rows():
+    def named(batch: np.ndarray) -> dict[str, np.ndarray]:
+        means = batch.reshape(len(batch), -1).mean(axis=1)
+        return {"probabilities": np.stack([means, 1 - means], axis=1), "features": np.stack([means] * 5, axis=1)}
+
+    batcher = Batcher(named, SHAPE, max_batch_size=8, max_wait_ms=50)
+    try:
+        futures = batcher.submit_many([pixels(v) for v in (0.25, 0.5, 0.75)])
+        rows = [f.result(5) for f in futures]
+    finally:
+        batcher.close()
+    for value, row in zip((0.25, 0.5, 0.75), rows, strict=True):
+        assert set(row) == {"probabilities", "features"}
+        np.testing.assert_allclose(row["probabilities"], [value, 1 - value])
+        np.testing.assert_allclose(row["features"], [value] * 5)
+
+
+def test_an_engine_answering_the_wrong_number_of_rows_fails_the_batch():
+    batcher = Batcher(lambda batch: np.zeros((len(batch) + 1, 3)), SHAPE, max_wait_ms=0)
+    try:
+        with pytest.raises(ValueError, match="rows"):
+            batcher.predict(pixels(1), timeout=5)
+    finally:
+        batcher.close()
+
+
 def test_mixed_good_and_bad_uploads_sent_together_get_their_own_answers(app):
     good = {name: sample_bytes(name) for name in ("tomato_healthy.jpg", "apple_scab.jpg", "grape_black_rot.jpg")}
-    bad = {"empty": (b"", 400), "text": (b"plain text", 415), "truncated": (image_bytes(fmt="JPEG")[:300], 400)}
+    bad = {p.name: p for p in map(payload, ("0 bytes", "text", "truncated jpeg"))}
     client = app.test_client()
 
     def post(data: bytes):
@@ -117,7 +215,7 @@ def test_mixed_good_and_bad_uploads_sent_together_get_their_own_answers(app):
         return r.status_code, r.get_json()
 
     alone = {name: post(data)[1] for name, data in good.items()}
-    jobs = [(name, data) for name, data in good.items()] * 4 + [(name, data) for name, (data, _) in bad.items()] * 4
+    jobs = [(name, data) for name, data in good.items()] * 4 + [(name, p.data) for name, p in bad.items()] * 4
     barrier = threading.Barrier(len(jobs))
 
     def together(job):
@@ -130,5 +228,5 @@ def test_mixed_good_and_bad_uploads_sent_together_get_their_own_answers(app):
         if name in good:
             assert status == 200 and body == alone[name]
         else:
-            assert status == bad[name][1] and body["message"]
+            assert status == bad[name].status and body["message"]
     assert client.get("/health").status_code == 200

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, SHIPPED_MODEL
 
+from tests.support import SAMPLES, SHIPPED_MODEL
 from util import leaf
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine, create_engine

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import sample_bytes, serving, start_server, wait_healthy
 
 from application import create_app
+from tests.support import PREDICT, Server, model_env, sample_bytes, serving
 from util.model import ModelLoadError
 
 
@@ -43,19 +43,19 @@ BREAKAGES = {
 def test_broken_model_refuses_to_start_naming_the_file(tiny_model_dir, tmp_path, breakage, named_file):
     model_dir = broken_copy(tiny_model_dir, tmp_path / "model", breakage)
     with pytest.raises(ModelLoadError, match=named_file):
-        create_app({"PLANTNET": {"model_dir": model_dir, "cache_dir": tmp_path / "cache", "backend": "tensorflow"}})
+        create_app({"SETTINGS": {"model_dir": model_dir, "cache_dir": tmp_path / "cache", "backend": "tensorflow"}})
 
 
 def test_missing_model_directory_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
-        create_app({"PLANTNET": {"model_dir": tmp_path / "nowhere"}})
+        create_app({"SETTINGS": {"model_dir": tmp_path / "nowhere"}})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("breakage", ["corrupt model", "mislabelled"])
 def test_production_command_exits_non_zero_with_one_clear_line(tiny_model_dir, tmp_path, breakage):
     model_dir = broken_copy(tiny_model_dir, tmp_path / "model", breakage)
-    process, _ = start_server(model_dir, tmp_path / "cache")
+    process = Server(model_env(model_dir, tmp_path / "cache")).process
     _, stderr = process.communicate(timeout=180)
     assert process.returncode != 0
     lines = [line for line in stderr.splitlines() if "cannot start:" in line]
@@ -66,16 +66,17 @@ def test_production_command_exits_non_zero_with_one_clear_line(tiny_model_dir, t
 
 @pytest.mark.slow
 def test_sigterm_answers_in_flight_requests_before_exiting(tiny_model_dir, openvino_cache):
-    process, url = start_server(
-        tiny_model_dir, openvino_cache, PLANTNET_MAX_WAIT_MS="1500", PLANTNET_MAX_BATCH_SIZE="64"
+    server = Server(
+        model_env(tiny_model_dir, openvino_cache, PLANTNET_MAX_WAIT_MS="1500", PLANTNET_MAX_BATCH_SIZE="64")
     )
+    process = server.process
     try:
-        wait_healthy(process, url)
+        server.wait_healthy()
         answers: list[int] = []
 
         def post() -> None:
             files = {"image": ("leaf.jpg", sample_bytes("tomato_healthy.jpg"))}
-            answers.append(requests.post(f"{url}/Diagnosis/prediction", files=files, timeout=30).status_code)
+            answers.append(requests.post(f"{server.url}{PREDICT}", files=files, timeout=30).status_code)
 
         clients = [threading.Thread(target=post) for _ in range(4)]
         for client in clients:
@@ -98,6 +99,7 @@ def test_error_bodies_reveal_no_internals(app):
             True
         ),
         client.post("/Diagnosis/prediction", data={}).get_data(True),
+        client.post("/Diagnosis/predictions", data={}).get_data(True),
         client.get("/Diagnosis/prediction").get_data(True),
         client.get("/missing").get_data(True),
     ]
@@ -106,14 +108,14 @@ def test_error_bodies_reveal_no_internals(app):
             assert leak not in body, body
 
 
-def test_an_internal_bug_is_a_bare_500_logged_once(app, caplog, monkeypatch):
-    doctor = app.extensions["plantnet"]
-
-    def broken(data, top_k):
+@pytest.mark.parametrize("path", ["/Diagnosis/prediction", "/Diagnosis/predictions"])
+def test_an_internal_bug_is_a_bare_500_logged_once(app, service, caplog, monkeypatch, path):
+    def broken(uploads, top_k):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(doctor, "diagnose", broken)
-    r = app.test_client().post("/Diagnosis/prediction", data={"image": (io.BytesIO(b"x"), "x.jpg")})
+    monkeypatch.setattr(service, "diagnose_many", broken)
+    field = "image" if path.endswith("prediction") else "images"
+    r = app.test_client().post(path, data={field: (io.BytesIO(b"x"), "x.jpg")})
     assert r.status_code == 500
     assert "secret" not in r.get_data(True) and r.get_json()["message"]
     assert (

@@ -1,4 +1,4 @@
-"""decode_image / preprocess over a table of awkward images built in memory."""
+"""decode_image / preprocess over a table of awkward images built in memory: the decode-level table."""
 
 from __future__ import annotations
 
@@ -6,50 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from conftest import image_bytes, sample_bytes
 from PIL import Image
 
+from tests.support import animated_gif, declared_png, exif_rotated_jpeg, image_bytes, sample_bytes, sixteen_bit_png
 from util import leaf
-
-
-def exif_rotated_jpeg() -> bytes:
-    """A 60x30 landscape JPEG whose EXIF says 'rotate 90 degrees clockwise' (orientation 6)."""
-    image = Image.new("RGB", (60, 30), (200, 30, 30))
-    image.paste((30, 30, 200), (0, 0, 30, 30))  # left half blue
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
-    return buffer.getvalue()
-
-
-def animated_gif() -> bytes:
-    frames = [Image.new("P", (40, 40), i * 40) for i in range(5)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
-    return buffer.getvalue()
-
-
-def sixteen_bit_png() -> bytes:
-    pixels = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 21).astype(np.uint16)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def declared_huge_png(width: int = 30000, height: int = 30000) -> bytes:
-    """A valid PNG header declaring ``width`` x ``height`` with almost no data behind it."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
 
 READABLE = {
     "rgb jpeg": image_bytes(fmt="JPEG"),
@@ -79,7 +39,7 @@ UNREADABLE = {
     "zip": (b"PK\x03\x04" + b"\0" * 100, leaf.UnsupportedImageFormat),
     "truncated jpeg": (image_bytes(fmt="JPEG", size=(400, 300))[:600], leaf.ImageError),
     "truncated png": (image_bytes(size=(400, 300))[:200], leaf.ImageError),
-    "declared-huge png": (declared_huge_png(), leaf.ImageTooLarge),
+    "declared-huge png": (declared_png(30000, 30000), leaf.ImageTooLarge),
 }
 
 
@@ -143,23 +103,3 @@ def test_preprocess_crops_the_centre_square():
 
 def test_scale_pixels_maps_to_minus_one_one():
     assert leaf.scale_pixels(np.array([0.0, 127.5, 255.0])).tolist() == [-1.0, 0.0, 1.0]
-
-
-def test_top_k_orders_by_probability_and_clamps_k():
-    ranked = leaf.top_k(np.array([0.1, 0.7, 0.2]), ["a", "b", "c"], 5)
-    assert [p.label for p in ranked] == ["b", "c", "a"]
-    assert ranked[0].confidence == pytest.approx(0.7)
-
-
-@pytest.mark.parametrize(
-    ("label", "species", "condition", "healthy"),
-    [
-        ("Tomato_Late blight", "Tomato", "Late blight", False),
-        ("Bell pepper_healthy", "Bell pepper", "healthy", True),
-        ("Orange_Haunglongbing (aka Citrus greening)", "Orange", "Haunglongbing (aka Citrus greening)", False),
-        ("Apple_scab", "Apple", "scab", False),
-    ],
-)
-def test_labels_split_into_species_and_condition(label, species, condition, healthy):
-    assert leaf.split_label(label) == (species, condition)
-    assert leaf.is_healthy(label) is healthy

@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import LEGACY_FIXTURE, sample_bytes, serving
 
+from tests.support import LEGACY_FIXTURE, sample_bytes, serving
 from util import leaf
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine

@@ -33,7 +33,8 @@ def test_a_real_diagnosis_matches_the_documented_model(client):
     import io
 
     import jsonschema
-    from conftest import sample_bytes
+
+    from tests.support import sample_bytes
 
     spec = client.get("/swagger.json").get_json()
     r = client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(sample_bytes("apple_scab.jpg")), "a.jpg")})

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import signal
-
 import pytest
 import requests
-from conftest import SHIPPED_MODEL, expected_samples, sample_bytes, serving, start_server, wait_healthy
 
+from tests.support import PREDICT, SHIPPED_MODEL, Diagnoser, Server, expected_samples, model_env, sample_bytes, serving
 from util.model import find_artifact
 
 pytestmark = pytest.mark.shipped_model
@@ -16,9 +13,9 @@ SAMPLES = expected_samples()
 
 
 @pytest.fixture(scope="module")
-def shipped_client(openvino_cache):
+def shipped(openvino_cache) -> Diagnoser:
     with serving(SHIPPED_MODEL, openvino_cache) as app:
-        yield app.test_client()
+        yield Diagnoser(app.test_client())
 
 
 def test_shipped_model_is_the_trained_inception_v3():
@@ -34,17 +31,16 @@ def test_sample_images_cover_several_crops():
 
 
 @pytest.mark.parametrize(("name", "label"), SAMPLES, ids=[name for name, _ in SAMPLES])
-def test_sample_photo_is_diagnosed_as_its_true_label(shipped_client, name, label):
-    r = shipped_client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(sample_bytes(name)), name)})
+def test_sample_photo_is_diagnosed_as_its_true_label(shipped, name, label):
+    r = shipped.one(sample_bytes(name), name)
     assert r.status_code == 200, r.get_data(as_text=True)
     body = r.get_json()
     assert body["label"] == label, body["top_k"]
     assert body["confidence"] > 5 / 34  # far above chance among the 34 labels
 
 
-def test_the_original_twelve_megapixel_sample_is_answered(shipped_client):
-    photo = sample_bytes("plantnet_original_sample.jpg")
-    r = shipped_client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(photo), "sample.jpg")})
+def test_the_original_twelve_megapixel_sample_is_answered(shipped):
+    r = shipped.one(sample_bytes("plantnet_original_sample.jpg"), "sample.jpg")
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.get_json()["label"] in find_artifact(SHIPPED_MODEL).labels
 
@@ -52,19 +48,18 @@ def test_the_original_twelve_megapixel_sample_is_answered(shipped_client):
 @pytest.mark.slow
 def test_procfile_command_serves_a_real_diagnosis_over_http(openvino_cache):
     """Start the Procfile's web command on 127.0.0.1 and POST a sample photo with requests."""
-    server, base = start_server(SHIPPED_MODEL, openvino_cache)
+    server = Server(model_env(SHIPPED_MODEL, openvino_cache))
     try:
-        wait_healthy(server, base)
+        server.wait_healthy()
         name, label = SAMPLES[0]
         r = requests.post(
-            f"{base}/Diagnosis/prediction", files={"image": (name, sample_bytes(name), "image/jpeg")}, timeout=30
+            f"{server.url}{PREDICT}", files={"image": (name, sample_bytes(name), "image/jpeg")}, timeout=30
         )
         assert r.status_code == 200, r.text
         assert r.json()["label"] == label
         assert r.headers["Content-Type"].startswith("application/json") and r.headers["X-Request-ID"]
-        assert requests.get(f"{base}/Diagnosis/prediction", timeout=10).status_code == 405
-        assert requests.get(f"{base}/", timeout=10).status_code == 200
+        assert requests.get(f"{server.url}{PREDICT}", timeout=10).status_code == 405
+        assert requests.get(f"{server.url}/", timeout=10).status_code == 200
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    assert server.returncode == 0
+        returncode = server.stop()
+    assert returncode == 0

@@ -1,39 +1,56 @@
 """Dynamic batching: requests that arrive together share one inference call.
 
-Request threads decode and preprocess their own image, then ``submit`` the array and wait.
+Request threads decode and preprocess their own images, then ``submit_many`` the arrays and wait.
 One inference thread takes the first waiting array, gathers more until the batch is full or
 ``max_wait_ms`` has passed since that first one arrived, runs the engine once and hands each
-request its own row. A single thread owns the engine, so engines need not be thread-safe.
+image its own row. A single thread owns the engine, so engines need not be thread-safe.
+
+Work whose caller gave up is dropped, not computed: a caller that times out cancels its futures
+(``predict`` and ``wait`` do it), and the inference thread skips cancelled futures. At most
+``max_queue`` images wait at once; beyond that ``submit_many`` raises ``Overloaded`` at once,
+so an overloaded service answers quickly instead of queueing work it will time out on.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
+DepthObserver = Callable[[int], None]  # images waiting for the engine
+# What an engine returns for a batch of N: an N x K array, or a mapping of names to arrays of N rows.
+# Each caller gets its own row: an array, or a mapping of the same names to rows.
+EngineOutput = np.ndarray | Mapping[str, np.ndarray]
 
 
 class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work."""
 
 
+class Overloaded(RuntimeError):
+    """More images wait for the engine than the queue holds: try again in a moment."""
+
+
 class Batcher:
     def __init__(
         self,
-        predict: Callable[[np.ndarray], np.ndarray],
+        predict: Callable[[np.ndarray], EngineOutput],
         input_shape: tuple[int, ...],
         max_batch_size: int = 16,
         max_wait_ms: float = 4.0,
         observe: BatchObserver | None = None,
         before_first: Callable[[], None] | None = None,
+        max_queue: int | None = None,
+        observe_depth: DepthObserver | None = None,
     ):
         """``before_first`` runs on the inference thread before any request (warm-up); requests queue meanwhile."""
         self._predict = predict
@@ -41,29 +58,54 @@ class Batcher:
         self.input_shape = tuple(input_shape)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
         self._observe = observe
+        self._observe_depth = observe_depth
         self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
+        self._submitting = threading.Lock()  # makes "is there room?" and "queue them" one step
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
-    def submit(self, pixels: np.ndarray) -> Future:
-        """Queue one preprocessed image; the future resolves to its probability vector."""
-        if pixels.shape != self.input_shape:
-            raise ValueError(f"expected an array of shape {self.input_shape}, got {pixels.shape}")
-        if self._closed.is_set():
-            raise BatcherClosed("the service is shutting down")
-        future: Future = Future()
-        self._queue.put((pixels, future))
-        return future
+    @property
+    def depth(self) -> int:
+        """Images waiting for the engine (not yet in a batch)."""
+        return self._queue.qsize()
 
-    def predict(self, pixels: np.ndarray, timeout: float | None = None) -> np.ndarray:
-        return self.submit(pixels).result(timeout)
+    def submit(self, pixels: np.ndarray) -> Future:
+        """Queue one preprocessed image; the future resolves to its row of the engine's output."""
+        return self.submit_many([pixels])[0]
+
+    def submit_many(self, images: Sequence[np.ndarray]) -> list[Future]:
+        """Queue images together (all or none), so one request's photos can share batches."""
+        for pixels in images:
+            if pixels.shape != self.input_shape:
+                raise ValueError(f"expected an array of shape {self.input_shape}, got {pixels.shape}")
+        with self._submitting:
+            if self._closed.is_set():
+                raise BatcherClosed("the service is shutting down")
+            if self.max_queue is not None and self.depth + len(images) > self.max_queue:
+                raise Overloaded(f"{self.depth} images wait for the engine; the queue holds {self.max_queue}")
+            futures: list[Future] = []
+            for pixels in images:
+                future: Future = Future()
+                self._queue.put((pixels, future))
+                futures.append(future)
+        self._report_depth()
+        return futures
+
+    def predict(self, pixels: np.ndarray, timeout: float | None = None) -> Any:
+        """Submit one image and wait for its row; on timeout its work is cancelled, then TimeoutError."""
+        future = self.submit(pixels)
+        if wait([future], timeout):
+            raise TimeoutError(f"no answer within {timeout} s; the image was dropped")
+        return future.result()
 
     def close(self, timeout: float = 30.0) -> None:
         """Answer everything already queued, then stop the inference thread."""
-        self._closed.set()
-        self._queue.put(None)
+        with self._submitting:
+            self._closed.set()
+            self._queue.put(None)
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -73,15 +115,16 @@ class Batcher:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = [first] if not first[1].cancelled() else []
             deadline = time.monotonic() + self.max_wait
             stop = self._gather(batch, deadline)
+            self._report_depth()
             self._infer(batch)
             if stop:
                 return
 
     def _gather(self, batch: list, deadline: float) -> bool:
-        """Add waiting requests until the batch is full or the deadline passes; True on close."""
+        """Add waiting live requests until the batch is full or the deadline passes; True on close."""
         while len(batch) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
@@ -91,7 +134,8 @@ class Batcher:
             if item is None:
                 self._drain(batch)
                 return True
-            batch.append(item)
+            if not item[1].cancelled():
+                batch.append(item)
         return False
 
     def _drain(self, batch: list) -> None:
@@ -105,12 +149,14 @@ class Batcher:
 
     def _infer(self, batch: list[tuple[np.ndarray, Future]]) -> None:
         for start in range(0, len(batch), self.max_batch_size):
+            # set_running_or_notify_cancel: False for a future cancelled since it was gathered; from
+            # here on the caller can no longer cancel it.
             chunk = [(x, f) for x, f in batch[start : start + self.max_batch_size] if f.set_running_or_notify_cancel()]
             if not chunk:
                 continue
             began = time.perf_counter()
             try:
-                probabilities = self._predict(np.stack([x for x, _ in chunk]))
+                rows = split_rows(self._predict(np.stack([x for x, _ in chunk])), len(chunk))
             except Exception as exc:
                 log.exception("inference failed for a batch of %d", len(chunk))
                 for _, future in chunk:
@@ -118,5 +164,38 @@ class Batcher:
                 continue
             if self._observe is not None:
                 self._observe(len(chunk), time.perf_counter() - began)
-            for (_, future), row in zip(chunk, probabilities, strict=True):
+            for (_, future), row in zip(chunk, rows, strict=True):
                 future.set_result(row)
+
+    def _report_depth(self) -> None:
+        if self._observe_depth is not None:
+            self._observe_depth(self.depth)
+
+
+def split_rows(output: EngineOutput, count: int) -> list[Any]:
+    """Split an engine's batch output into ``count`` rows: arrays, or mappings of name to row."""
+    if isinstance(output, Mapping):
+        for name, values in output.items():
+            if len(values) != count:
+                raise ValueError(f"the engine returned {len(values)} rows of {name!r} for {count} images")
+        return [{name: values[i] for name, values in output.items()} for i in range(count)]
+    if len(output) != count:
+        raise ValueError(f"the engine returned {len(output)} rows for {count} images")
+    return list(output)
+
+
+def wait(futures: Iterable[Future], timeout: float | None) -> int:
+    """Wait up to ``timeout`` seconds for every future; cancel the unfinished ones and return their count.
+
+    A cancelled image is skipped by the inference thread: its caller has gone, so it is not computed.
+    """
+    futures = list(futures)
+    try:
+        _, unfinished = concurrent.futures.wait(futures, timeout)
+    except BaseException:  # the waiting thread is interrupted: nobody will read these answers
+        for future in futures:
+            future.cancel()
+        raise
+    for future in unfinished:
+        future.cancel()
+    return len(unfinished)

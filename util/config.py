@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -22,11 +23,15 @@ class Settings:
     inference_threads: int = 0  # 0: let the engine use every core
     max_batch_size: int = 16
     max_wait_ms: float = 4.0
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_queue: int = 64  # images waiting for the engine; beyond it new work is refused with 503
+    max_upload_bytes: int = 20 * 1024 * 1024  # one photo
+    max_images_per_request: int = 32  # POST /Diagnosis/predictions
+    max_request_bytes: int = 64 * 1024 * 1024  # every photo of one POST /Diagnosis/predictions together
     max_pixels: int = 40_000_000
     default_top_k: int = 3
     max_top_k: int = 10
     request_timeout_s: float = 30.0
+    retry_after_s: int = 1  # the Retry-After an overloaded service answers
     log_level: str = "INFO"
 
     @classmethod
@@ -46,9 +51,21 @@ class Settings:
             raise ValueError(f"PLANTNET_BACKEND must be auto, openvino or tensorflow, not {self.backend!r}")
         if self.precision not in ("auto", "bf16", "f32"):
             raise ValueError(f"PLANTNET_PRECISION must be auto, bf16 or f32, not {self.precision!r}")
-        for name in ("max_batch_size", "max_upload_bytes", "max_pixels", "default_top_k", "max_top_k"):
+        for name in (
+            "max_batch_size",
+            "max_queue",
+            "max_upload_bytes",
+            "max_images_per_request",
+            "max_request_bytes",
+            "max_pixels",
+            "default_top_k",
+            "max_top_k",
+            "retry_after_s",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"PLANTNET_{name.upper()} must be at least 1")
+        if self.max_images_per_request > self.max_queue:
+            raise ValueError("PLANTNET_MAX_IMAGES_PER_REQUEST must not exceed PLANTNET_MAX_QUEUE")
         if not 1 <= self.default_top_k <= self.max_top_k:
             raise ValueError("PLANTNET_DEFAULT_TOP_K must lie between 1 and PLANTNET_MAX_TOP_K")
         return replace(self, model_dir=Path(self.model_dir))
@@ -71,3 +88,8 @@ def _parse(name: str, raw: str, default: Any) -> Any:
         return raw
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid value") from exc
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr with timestamps; call once where the process starts (gunicorn.conf.py, entry points)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,4 +1,4 @@
-"""The leaf image pipeline: decode an upload, preprocess it, label the model's scores.
+"""The leaf image pipeline: decode an upload, make it upright RGB, crop it square, scale its pixels.
 
 Training (train.py, evaluate.py) imports the same functions, so the pixels the model
 learned from and the pixels it is served are produced by one piece of code.
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,12 +51,6 @@ class UnsupportedImageFormat(ImageError):
 
 class ImageTooLarge(ImageError):
     status_code = 413
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
 
 
 def decode_image(
@@ -216,20 +208,3 @@ def load_pixels(
     """Decode upload bytes straight to the model's input array (``budget``: see decode_image)."""
     image = decode_image(data, max_pixels=max_pixels, min_side=size, budget=budget, timeout=timeout)
     return preprocess(image, size)
-
-
-def top_k(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]:
-    """Return the ``k`` most likely labels, most likely first."""
-    k = max(1, min(k, len(labels)))
-    order = np.argsort(probabilities)[::-1][:k]
-    return [Prediction(labels[i], float(probabilities[i])) for i in order]
-
-
-def split_label(label: str) -> tuple[str, str]:
-    """Split a display label ``"<species>_<condition>"`` into its two parts."""
-    species, _, condition = label.partition("_")
-    return species, condition or "unknown"
-
-
-def is_healthy(label: str) -> bool:
-    return split_label(label)[1].lower() == "healthy"

@@ -9,6 +9,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -27,6 +28,9 @@ INFERENCE_SECONDS = Histogram(
     "plantnet_inference_seconds", "Time of one engine call on one batch", buckets=LATENCY_BUCKETS
 )
 BATCH_SIZE = Histogram("plantnet_batch_size", "Images per engine call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
+# Gauges: "livesum" adds up the live gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set.
+QUEUE_DEPTH = Gauge("plantnet_queue_depth", "Images waiting for the engine", multiprocess_mode="livesum")
+INFLIGHT = Gauge("plantnet_inflight_requests", "HTTP requests being answered", multiprocess_mode="livesum")
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
@@ -37,6 +41,10 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
 def observe_batch(size: int, seconds: float) -> None:
     BATCH_SIZE.observe(size)
     INFERENCE_SECONDS.observe(seconds)
+
+
+def observe_queue_depth(depth: int) -> None:
+    QUEUE_DEPTH.set(depth)
 
 
 def exposition() -> tuple[bytes, str]:

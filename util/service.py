@@ -1,40 +1,65 @@
-"""The diagnosis service without HTTP: one model, one engine, one batcher per process."""
+"""The diagnosis service without HTTP: one model, one engine, one batcher per process.
+
+List in, list out: ``diagnose_many`` takes the photos of one request and answers one
+``Diagnosis`` or one ``ImageFailure`` per photo, in order; ``diagnose`` is the same call with
+one photo. The photos are decoded in the caller's thread and handed to the batcher together,
+so a request of many photos fills batches. The web API, the web page and bulk classification
+all come through here, so a photo gets the same answer whichever way it arrives.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from util import leaf
-from util.batcher import Batcher, BatchObserver
+from util import leaf, metrics
+from util.batcher import Batcher, wait
 from util.config import Settings
 from util.engine import create_engine
+from util.labels import Prediction, is_healthy, split_label, top_k
 from util.model import find_artifact
 
 log = logging.getLogger(__name__)
+EXTENSION = "diagnosis"  # the service's key in app.extensions
+BUSY = "The service is busy or restarting; try again in a moment."
 
 
 @dataclass(frozen=True)
 class Diagnosis:
     label: str
     confidence: float
-    top_k: list[leaf.Prediction]
+    top_k: list[Prediction]
     species: str
     condition: str
     healthy: bool
     model: dict[str, str]
 
-    def to_json(self) -> dict:
-        return asdict(self)
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """Why one photo got no diagnosis: an HTTP status and a message the client can act on."""
+
+    status: int
+    message: str
 
 
-class LeafDoctor:
-    """Load the model once, warm it up in the background and diagnose uploads through the batcher."""
+class UploadTooLarge(leaf.ImageTooLarge):
+    def __init__(self, limit: int):
+        super().__init__(f"The upload is over the {limit:,}-byte limit; send a smaller photo.")
 
-    def __init__(self, settings: Settings, observe_batch: BatchObserver | None = None):
+
+class DiagnosisService:
+    """Load the model once, warm it up in the background and diagnose photos through the batcher."""
+
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.artifact = find_artifact(settings.model_dir)
         self.engine = create_engine(self.artifact, settings)
@@ -47,8 +72,10 @@ class LeafDoctor:
             (self.input_size, self.input_size, 3),
             settings.max_batch_size,
             settings.max_wait_ms,
-            observe_batch,
+            metrics.observe_batch,
             before_first=self._warm_up,
+            max_queue=settings.max_queue,
+            observe_depth=metrics.observe_queue_depth,
         )
         log.info(
             "model %s %s (%s, %d labels, %d px) on %s/%s",
@@ -60,6 +87,12 @@ class LeafDoctor:
             self.engine.name,
             self.engine.precision,
         )
+
+    def init_app(self, app: Any) -> DiagnosisService:
+        """Attach to a Flask app as ``app.extensions["diagnosis"]``; close the batcher when the process exits."""
+        app.extensions[EXTENSION] = self
+        atexit.register(self.close)
+        return self
 
     def _warm_up(self) -> None:
         """Run every batch size once before /health says ok.
@@ -74,26 +107,56 @@ class LeafDoctor:
         log.info("warm-up done: ready")
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        """Decode and preprocess an upload; raises leaf.ImageError for anything unreadable."""
+        """Decode and preprocess one photo; raises leaf.ImageError for anything unreadable or too large."""
+        if len(data) > self.settings.max_upload_bytes:
+            raise UploadTooLarge(self.settings.max_upload_bytes)
         return leaf.load_pixels(data, self.input_size, max_pixels=self.settings.max_pixels)
 
-    def diagnose(self, data: bytes, top_k: int) -> Diagnosis:
-        probabilities = self.batcher.predict(self.preprocess(data), self.settings.request_timeout_s)
-        return self.describe(probabilities, top_k)
+    def diagnose(self, data: bytes, k: int) -> Diagnosis | ImageFailure:
+        return self.diagnose_many([data], k)[0]
 
-    def describe(self, probabilities: np.ndarray, top_k: int) -> Diagnosis:
-        ranked = leaf.top_k(probabilities, self.labels, top_k)
+    def diagnose_many(self, uploads: Sequence[bytes], k: int) -> list[Diagnosis | ImageFailure]:
+        """Diagnose each photo; one result or one failure per photo, in order.
+
+        Raises batcher.Overloaded (nothing was queued) or batcher.BatcherClosed for the whole call.
+        A photo not answered within the request timeout is cancelled and fails with 503.
+        """
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        results: list[Diagnosis | ImageFailure | None] = [None] * len(uploads)
+        pixels: dict[int, np.ndarray] = {}
+        for index, data in enumerate(uploads):
+            try:
+                pixels[index] = self.preprocess(data)
+            except leaf.ImageError as exc:
+                results[index] = ImageFailure(exc.status_code, str(exc))
+        futures = dict(zip(pixels, self.batcher.submit_many(list(pixels.values())), strict=True))
+        if dropped := wait(futures.values(), max(0.0, deadline - time.monotonic())):
+            log.warning("%d of %d images not answered in time: dropped", dropped, len(futures))
+        for index, future in futures.items():
+            results[index] = self._answer(future, k)
+        return results  # type: ignore[return-value]
+
+    def _answer(self, future: Future, k: int) -> Diagnosis | ImageFailure:
+        if future.cancelled() or not future.done():
+            return ImageFailure(503, BUSY)
+        row = future.result()  # an engine failure is a bug: it raises
+        return self.describe(row["probabilities"] if isinstance(row, Mapping) else row, k)
+
+    def describe(self, probabilities: np.ndarray, k: int) -> Diagnosis:
+        ranked = top_k(probabilities, self.labels, k)
         best = ranked[0]
-        species, condition = leaf.split_label(best.label)
+        species, condition = split_label(best.label)
         return Diagnosis(
             label=best.label,
             confidence=best.confidence,
             top_k=ranked,
             species=species,
             condition=condition,
-            healthy=leaf.is_healthy(best.label),
+            healthy=is_healthy(best.label),
             model=self.model_info,
         )
 
     def close(self) -> None:
+        """Answer the queued work and stop the inference thread; idempotent."""
+        atexit.unregister(self.close)
         self.batcher.close()
