@@ -3,7 +3,8 @@
 A 36-megapixel PNG is 0.2 MB on the wire and about 150 MB once decoded; sixteen of them at once
 would need gigabytes. Each request reserves the bytes its decode needs, computed from the image
 header before any pixel is decoded; requests past the budget wait for it, and one that would
-wait longer than its timeout gets ``DecodeBusy`` (503 with Retry-After) instead.
+wait longer than its timeout gets ``DecodeBusy`` instead: a kind of ``batcher.Overloaded``, which
+the API answers with 503 and Retry-After.
 
 glibc keeps memory that request threads freed in per-thread arenas and a grown heap. Few arenas
 (``M_ARENA_MAX``), big buffers always served by mmap (returned to the system when freed) and
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from util.leaf import ImageError
+from util.batcher import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,8 @@ MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 ARENA_MAX = 2
 
 
-class DecodeBusy(ImageError):
-    """Too many large images are being decoded at once; the client should retry shortly."""
-
-    status_code = 503
-    retry_after_s = 2
+class DecodeBusy(Overloaded):
+    """Too many large images are being decoded at once: try again in a moment."""
 
 
 class PixelBudget:
@@ -73,7 +71,7 @@ class PixelBudget:
 
     @contextmanager
     def reserve(self, nbytes: int, timeout: float | None) -> Iterator[int]:
-        """Hold ``nbytes`` of the budget for the ``with`` block; ``DecodeBusy`` after ``timeout`` s."""
+        """Hold ``nbytes`` of the budget for the ``with`` block; raise ``DecodeBusy`` after ``timeout`` s."""
         nbytes = max(0, min(int(nbytes), self.capacity))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:

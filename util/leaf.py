@@ -31,9 +31,9 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 # resize_pixels shrinks by whole factors while the image stays this many times the target size.
 REDUCING_GAP = 3.0
-# Bytes per pixel of the decoder's own buffer, on top of Pillow's: these decode into a buffer of
-# their own that Pillow then copies; the others decode straight into the image.
-_DECODER_COPIES = {"WEBP": 1, "HEIF": 1, "AVIF": 1}
+# Extra copies of the image these decoders hold while decoding, on top of Pillow's own (measured
+# at 36 MP: WebP 16 bytes a pixel, AVIF 9, HEIF 8, PNG 4); the others decode straight into it.
+_DECODER_COPIES = {"WEBP": 3, "HEIF": 1, "AVIF": 1}
 DEFAULT_MAX_PIXELS = 40_000_000
 # Background for transparent pixels: close to the plain light backdrop of lab leaf photos.
 TRANSPARENT_BACKGROUND = (255, 255, 255)

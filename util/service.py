@@ -22,6 +22,7 @@ import numpy as np
 
 from util import leaf, metrics
 from util.batcher import Batcher, wait
+from util.budget import PixelBudget
 from util.config import Settings
 from util.engine import create_engine
 from util.labels import Prediction, is_healthy, split_label, top_k
@@ -61,6 +62,7 @@ class DiagnosisService:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.decode_budget = PixelBudget.from_env()  # bytes of images being decoded at once
         self.artifact = find_artifact(settings.model_dir)
         self.engine = create_engine(self.artifact, settings)
         self.input_size = self.engine.input_size
@@ -110,7 +112,13 @@ class DiagnosisService:
         """Decode and preprocess one photo; raises leaf.ImageError for anything unreadable or too large."""
         if len(data) > self.settings.max_upload_bytes:
             raise UploadTooLarge(self.settings.max_upload_bytes)
-        return leaf.load_pixels(data, self.input_size, max_pixels=self.settings.max_pixels)
+        return leaf.load_pixels(
+            data,
+            self.input_size,
+            max_pixels=self.settings.max_pixels,
+            budget=self.decode_budget,
+            timeout=self.settings.request_timeout_s,
+        )
 
     def diagnose(self, data: bytes, k: int) -> Diagnosis | ImageFailure:
         return self.diagnose_many([data], k)[0]
