@@ -9,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import support
-from tests.support import TEST_LIMITS, TINY_LABELS, Diagnoser, build_tiny_model, serving, write_model_dir
-
-# tests/test_train.py (owned by the training side) still imports these names and `serving` from
-# conftest; drop this line once it imports them from tests.support.
-TINY_DATA, TINY_LABELS_TSV, sample_bytes = support.TINY_DATA, support.TINY_LABELS_TSV, support.sample_bytes
+from tests.support import TEST_LIMITS, TINY_LABELS, TINY_METADATA, Diagnoser, build_tiny_model, serving
+from util.model import save_model_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return write_model_dir(tmp_path_factory.mktemp("tiny-model"), build_tiny_model(), TINY_LABELS)
+    directory = tmp_path_factory.mktemp("tiny-model")
+    return save_model_dir(directory, build_tiny_model(), TINY_LABELS, TINY_METADATA).directory
 
 
 @pytest.fixture(scope="session")

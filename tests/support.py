@@ -32,8 +32,10 @@ BIG_PHOTO = SAMPLES / "plantnet_original_sample.jpg"  # the original 12-megapixe
 SHIPPED_MODEL = ROOT / "plantnet"
 TINY_DATA = Path(__file__).parent / "data" / "tiny"
 TINY_LABELS_TSV = Path(__file__).parent / "data" / "tiny-labels.tsv"
+TINY_OUTLIERS = Path(__file__).parent / "data" / "ood"  # photos that are not leaves: near and far
 LEGACY_FIXTURE = Path(__file__).parent / "fixtures" / "plantnet-original"
 TINY_LABELS = ("Tomato_healthy", "Tomato_Late blight", "Apple_scab")
+TINY_METADATA = {"name": "tiny-test-model", "version": "0.0.1"}
 TINY_SIZE = 32
 PREDICT = "/Diagnosis/prediction"
 PREDICTIONS = "/Diagnosis/predictions"
@@ -59,15 +61,6 @@ def build_tiny_model(size: int = TINY_SIZE, classes: int = len(TINY_LABELS), see
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="tiny")
-
-
-def write_model_dir(directory: Path, model, labels) -> Path:
-    """Write a servable model directory (to move to util.model once it writes the layout itself)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / "model.keras")
-    (directory / "labels.txt").write_text("\n".join(labels) + "\n")
-    (directory / "model.json").write_text('{"name": "tiny-test-model", "version": "0.0.1"}')
-    return directory
 
 
 @contextmanager

@@ -22,7 +22,7 @@ def compare(model_dir, cache, precision: str) -> tuple[float, float]:
     reference = TensorFlowEngine(artifact)
     candidate = OpenVINOEngine(artifact, Settings(model_dir=model_dir, cache_dir=cache, precision=precision))
     batch = sample_batch(reference.input_size)
-    expected, got = reference.predict(batch), candidate.predict(batch)
+    expected, got = reference.predict(batch)["probabilities"], candidate.predict(batch)["probabilities"]
     agreement = float(np.mean(expected.argmax(1) == got.argmax(1)))
     return agreement, float(np.abs(expected - got).max())
 
@@ -44,8 +44,10 @@ def test_auto_backend_is_openvino_and_tensorflow_is_the_fallback(tiny_model_dir,
 def test_tensorflow_engine_batches_equal_single_calls(tiny_model_dir):
     engine = TensorFlowEngine(find_artifact(tiny_model_dir))
     batch = sample_batch(engine.input_size)
-    singles = np.concatenate([engine.predict(batch[i : i + 1]) for i in range(len(batch))])
-    np.testing.assert_allclose(engine.predict(batch), singles, atol=1e-5)
+    whole = engine.predict(batch)
+    for name, values in whole.items():
+        singles = np.concatenate([engine.predict(batch[i : i + 1])[name] for i in range(len(batch))])
+        np.testing.assert_allclose(values, singles, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.shipped_model

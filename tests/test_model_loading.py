@@ -50,10 +50,10 @@ def test_legacy_engines_agree_with_the_keras_2_model(legacy_dir, openvino_cache)
     artifact = find_artifact(legacy_dir)
     pixels = np.stack([leaf.load_pixels(sample_bytes(n), 256) for n in ("apple_scab.jpg", "tomato_healthy.jpg")])
     expected = load_keras_model(artifact).predict(pixels, verbose=0)
-    tensorflow = TensorFlowEngine(artifact).predict(pixels)
+    tensorflow = TensorFlowEngine(artifact).predict(pixels)["probabilities"]
     openvino = OpenVINOEngine(artifact, Settings(model_dir=legacy_dir, cache_dir=openvino_cache, precision="f32"))
     np.testing.assert_allclose(tensorflow, expected, atol=1e-5)
-    np.testing.assert_allclose(openvino.predict(pixels), expected, atol=1e-3)
+    np.testing.assert_allclose(openvino.predict(pixels)["probabilities"], expected, atol=1e-3)
 
 
 def test_legacy_model_serves_requests(legacy_dir, openvino_cache):
