@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .client import DEFAULT_BATCH_SIZE, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_URL, Client, Result
+from .client import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_URL, Client, Result
 from .sources import DEFAULT_MAX_DOWNLOAD_BYTES
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="photos per request (default: %(default)s)"
     )
     diagnose.add_argument(
-        "--concurrency", type=_positive, default=4, help="requests in flight at once (default: %(default)s)"
+        "--concurrency",
+        type=_positive,
+        default=DEFAULT_CONCURRENCY,
+        help="requests in flight at once (default: %(default)s; the server queues 64 photos by default)",
     )
     diagnose.add_argument("--ordered", action="store_true", help="write results in the order of the sources")
     diagnose.add_argument(
@@ -118,6 +121,15 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return run(parser, args)
+    except BrokenPipeError:  # `plantnet diagnose ... | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "health":
         with Client(args.url, retries=0) as client:
             healthy = client.health()

@@ -24,6 +24,10 @@ PREDICTION_PATH = "/Diagnosis/prediction"
 PREDICTIONS_PATH = "/Diagnosis/predictions"
 HEALTH_PATH = "/health"
 DEFAULT_BATCH_SIZE = 32  # the server's default limit of photos per request
+# Two requests of 32 in flight: one being computed while the next uploads and decodes. It is also
+# what the server's default queue holds (PLANTNET_MAX_QUEUE=64 photos); with four in flight, two
+# requests were refused with 503 after the server had decoded them (measured against gunicorn).
+DEFAULT_CONCURRENCY = 2
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # the server's default limit of one many-photo request
 _PART_OVERHEAD = 256  # multipart headers and boundary of one photo, generously
 
@@ -267,7 +271,7 @@ class Client:
         sources: Any,
         top_k: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
     ) -> Iterator[Result]:
         """Diagnose every photo the sources name; yields one :class:`Result` per photo.
