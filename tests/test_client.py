@@ -208,6 +208,17 @@ def test_diagnose_one_photo_gives_a_typed_result(url, fake, tmp_path):
     hash(result)
 
 
+def test_a_base_url_with_a_path_prefix_is_kept(fake, tmp_path):
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    (path,) = write_photos(tmp_path, ["A_a"])
+    behind_a_proxy = DispatcherMiddleware(FakePlantNet.json({"message": "wrong prefix"}, 404), {"/plantnet": fake})
+    with serving(behind_a_proxy) as base, fast_client(base + "/plantnet/") as client:
+        assert client.diagnose(path).label == "A_a"
+        assert [r.label for r in client.diagnose_many([path])] == ["A_a"]
+        assert client.health()
+
+
 def test_diagnose_accepts_bytes_and_binary_files(url, tmp_path):
     (path,) = write_photos(tmp_path, ["Apple_healthy"])
     with fast_client(url) as client, path.open("rb") as stream:
