@@ -137,7 +137,8 @@ class DiagnosisService:
                 pixels[index] = self.preprocess(data)
             except leaf.ImageError as exc:
                 results[index] = ImageFailure(exc.status_code, str(exc))
-        futures = dict(zip(pixels, self.batcher.submit_many(list(pixels.values())), strict=True))
+        queued = self.batcher.submit_many(list(pixels.values())) if pixels else []
+        futures = dict(zip(pixels, queued, strict=True))
         if dropped := wait(futures.values(), max(0.0, deadline - time.monotonic())):
             log.warning("%d of %d images not answered in time: dropped", dropped, len(futures))
         for index, future in futures.items():

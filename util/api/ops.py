@@ -24,43 +24,30 @@ health_model = ns.model(
 liveness_model = ns.model("Liveness", {"status": fields.String(required=True, enum=["alive"])})
 
 
-def health() -> tuple[dict, int]:
-    service = diagnosis_service()
-    ready = service.ready.is_set()
-    body = {
-        "status": "ok" if ready else "starting",
-        "model": service.model_info,
-        "backend": service.engine.name,
-        "precision": service.engine.precision,
-        "input_size": service.input_size,
-        "labels": len(service.labels),
-    }
-    return body, 200 if ready else 503
-
-
-@ns.route("/health")
-class Health(Resource):
-    @ns.response(200, "The model is loaded and warmed up", health_model)
-    @ns.response(503, "The model is still warming up", health_model)
-    def get(self):
-        """Report whether the service is ready to diagnose."""
-        return health()
-
-
-@ns.route("/health/ready")
+@ns.route("/health", "/health/ready")
 class Ready(Resource):
     @ns.response(200, "The model is loaded and warmed up: send traffic", health_model)
     @ns.response(503, "The model is still loading or warming up: send no traffic yet", health_model)
     def get(self):
-        """Report readiness: 503 until the model is loaded and warmed up, then 200."""
-        return health()
+        """Report whether the service is ready to diagnose (readiness)."""
+        service = diagnosis_service()
+        ready = service.ready.is_set()
+        body = {
+            "status": "ok" if ready else "starting",
+            "model": service.model_info,
+            "backend": service.engine.name,
+            "precision": service.engine.precision,
+            "input_size": service.input_size,
+            "labels": len(service.labels),
+        }
+        return body, 200 if ready else 503
 
 
 @ns.route("/health/live")
 class Live(Resource):
     @ns.response(200, "The process answers", liveness_model)
     def get(self):
-        """Report that the process answers, without waiting on the model."""
+        """Report that the process answers (liveness), without waiting on the model."""
         return {"status": "alive"}, 200
 
 
