@@ -1,5 +1,9 @@
 """gunicorn settings for PlantNet API, sized for a small CPU box (measured: see README, Benchmarks).
 
+The Procfile serves with ``python -m util.server`` (waitress), which is safe against slow
+clients without a proxy; gunicorn's gthread worker gives each slow client a thread, so run
+``gunicorn application:app`` only behind a buffering proxy (nginx).
+
 One worker holds one model and one dynamic batcher; its threads decode uploads in parallel
 while a single inference thread batches them. More workers would each load their own
 model and split the batches. preload_app stays off: TensorFlow and OpenVINO are not
@@ -43,3 +47,10 @@ def on_starting(server):
     except ModelLoadError as exc:
         server.log.error("cannot start: %s", exc)
         raise SystemExit(3) from None
+
+
+def post_fork(server, worker):
+    """Few malloc arenas, big buffers by mmap: memory comes back after bursts of big photos (util.budget)."""
+    from util.budget import tune_malloc
+
+    tune_malloc()
