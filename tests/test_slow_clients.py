@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 LEAF = sample_bytes("tomato_healthy.jpg")
 CHANNEL_TIMEOUT_S = 3
-UPLOAD_LIMIT = 1024 * 1024
+UPLOAD_LIMIT = 1024 * 1024  # one photo; the many-photo endpoint takes twice that
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def server(tiny_model_dir, openvino_cache):
         openvino_cache,
         PLANTNET_SERVER_CHANNEL_TIMEOUT_S=str(CHANNEL_TIMEOUT_S),
         PLANTNET_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
+        PLANTNET_MAX_REQUEST_BYTES=str(2 * UPLOAD_LIMIT),
     )
     server = Server(env, output=subprocess.DEVNULL)
     try:

@@ -32,8 +32,9 @@ from typing import Any
 log = logging.getLogger("plantnet.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 STARTUP_FAILED = 3
-# Room for the multipart envelope around an upload of exactly PLANTNET_MAX_UPLOAD_BYTES: bodies
-# up to this much larger still reach the app, which answers its own JSON 413.
+# Room for the multipart envelope around the largest request the app takes (one photo of
+# PLANTNET_MAX_UPLOAD_BYTES, or PLANTNET_MAX_REQUEST_BYTES of photos): bodies up to this much
+# larger still reach the app, which answers its own JSON 413; larger ones are refused unread.
 MULTIPART_SLACK_BYTES = 64 * 1024
 
 
@@ -261,7 +262,8 @@ def main() -> int:
         return STARTUP_FAILED
     raise_open_file_limit(options.connection_limit + 256)
     try:
-        servers = build_servers(app, options, settings.max_upload_bytes + MULTIPART_SLACK_BYTES)
+        largest = max(settings.max_upload_bytes, getattr(settings, "max_request_bytes", 0))
+        servers = build_servers(app, options, largest + MULTIPART_SLACK_BYTES)
     except OSError as exc:
         log.error("cannot start: cannot listen on %s:%s: %s", options.host, options.port, exc.strerror or exc)
         _close_service(app)
