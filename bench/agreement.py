@@ -1,6 +1,7 @@
 """Compare backends on a dataset: ``python -m bench.agreement --data DIR [--split validation]``.
 
-Scores every image with TensorFlow (f32 graph, the reference) and OpenVINO in f32 and bf16,
+Scores every image with TensorFlow (f32 graph, the reference) and OpenVINO in f32, bf16 (where
+the CPU has it) and int8 (where the model directory holds the quantized IR),
 through util.leaf's preprocessing, and prints top-1 agreement with the reference, the largest
 probability difference and each backend's accuracy. ``--split validation`` keeps only the
 split train.py held out (same seed and fraction).
@@ -16,7 +17,7 @@ import numpy as np
 
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine
-from util.model import find_artifact
+from util.model import INT8_IR, find_artifact
 from util.training import dataset as ds
 from util.training.evaluation import run_engine
 
@@ -30,8 +31,11 @@ def main() -> None:
 
     artifact = find_artifact(args.model)
     engines = {"tensorflow/f32": TensorFlowEngine(artifact)}
-    for precision in ("f32", "bf16"):
-        engines[f"openvino/{precision}"] = OpenVINOEngine(artifact, Settings(model_dir=args.model, precision=precision))
+    for precision in ("f32", "bf16", "int8"):
+        if precision == "int8" and not (args.model / INT8_IR).exists():
+            continue
+        engine = OpenVINOEngine(artifact, Settings(model_dir=args.model, precision=precision))
+        engines[f"openvino/{engine.precision}"] = engine  # bf16 falls back to f32 on CPUs without it
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
     indices = np.arange(len(data.paths))
     if args.split == "validation":

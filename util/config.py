@@ -18,7 +18,7 @@ class Settings:
 
     model_dir: Path = PROJECT_ROOT / "plantnet"
     backend: str = "auto"  # auto (fastest available), openvino, tensorflow
-    precision: str = "auto"  # OpenVINO inference precision: auto (bf16 on AMX/AVX-512 bf16), bf16, f32
+    precision: str = "auto"  # OpenVINO: auto (shipped int8 IR, else bf16 if the CPU has it, else f32), bf16, f32, int8
     cache_dir: Path | None = None  # converted OpenVINO models; default <model_dir>/.cache
     inference_threads: int = 0  # 0: let the engine use every core
     max_batch_size: int = 16
@@ -49,8 +49,8 @@ class Settings:
     def checked(self) -> Settings:
         if self.backend not in ("auto", "openvino", "tensorflow"):
             raise ValueError(f"PLANTNET_BACKEND must be auto, openvino or tensorflow, not {self.backend!r}")
-        if self.precision not in ("auto", "bf16", "f32"):
-            raise ValueError(f"PLANTNET_PRECISION must be auto, bf16 or f32, not {self.precision!r}")
+        if self.precision not in ("auto", "bf16", "f32", "int8"):
+            raise ValueError(f"PLANTNET_PRECISION must be auto, bf16, f32 or int8, not {self.precision!r}")
         for name in (
             "max_batch_size",
             "max_queue",

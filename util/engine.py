@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from util.config import Settings
-from util.model import Artifact, ModelLoadError, check_shapes, load_keras_model
+from util.model import INT8_IR, Artifact, ModelLoadError, check_shapes, load_keras_model
 
 log = logging.getLogger(__name__)
 IR_NAME = "model.xml"
@@ -92,8 +92,9 @@ class OpenVINOEngine:
     def __init__(self, artifact: Artifact, settings: Settings):
         import openvino as ov
 
-        ir = openvino_ir(artifact, settings.openvino_cache)
         core = ov.Core()
+        self.precision = choose_precision(settings.precision, core, artifact)
+        ir = int8_ir(artifact) if self.precision == "int8" else openvino_ir(artifact, settings.openvino_cache)
         network = core.read_model(ir)
         shape = network.inputs[0].get_partial_shape()
         self.input_size = check_shapes(
@@ -101,9 +102,9 @@ class OpenVINOEngine:
             tuple(d.get_length() if d.is_static else None for d in shape),
             tuple(d.get_length() if d.is_static else None for d in network.outputs[0].get_partial_shape()),
         )
-        self.precision = choose_precision(settings.precision, core)
         config = {
-            "INFERENCE_PRECISION_HINT": self.precision,
+            # int8 layers run in int8 whatever the hint; the rest of an int8 IR runs in f32.
+            "INFERENCE_PRECISION_HINT": "f32" if self.precision == "int8" else self.precision,
             "PERFORMANCE_HINT": "LATENCY",
         }
         if settings.inference_threads:
@@ -115,14 +116,26 @@ class OpenVINOEngine:
         return {name: self._request.get_output_tensor(i).data.copy() for i, name in enumerate(OUTPUT_NAMES)}
 
 
-def choose_precision(requested: str, core) -> str:
+def choose_precision(requested: str, core, artifact: Artifact) -> str:
+    """``auto``: the model's int8 IR when it ships one (shipped only when it passed the agreement gate), else bf16
+    where the CPU has it, else f32."""
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if requested == "auto":
+        if (artifact.directory / INT8_IR).exists():
+            return "int8"
         return "bf16" if "BF16" in capabilities else "f32"
     if requested == "bf16" and "BF16" not in capabilities:
         log.warning("this CPU has no bf16 support; running OpenVINO in f32")
         return "f32"
     return requested
+
+
+def int8_ir(artifact: Artifact) -> Path:
+    """The model directory's quantized IR; made by ``python -m util.training.quantize``, never at start-up."""
+    ir = artifact.directory / INT8_IR
+    if not ir.exists():
+        raise ModelLoadError(f"{ir} is missing: PLANTNET_PRECISION=int8 needs python -m util.training.quantize first")
+    return ir
 
 
 def openvino_ir(artifact: Artifact, cache: Path) -> Path:
