@@ -24,6 +24,7 @@ from util import leaf, metrics
 from util.batcher import Batcher, wait
 from util.budget import PixelBudget
 from util.config import Settings
+from util.domain import UNAVAILABLE, DomainCheck, Verdict
 from util.engine import create_engine
 from util.labels import Prediction, is_healthy, split_label, top_k
 from util.model import find_artifact
@@ -42,6 +43,7 @@ class Diagnosis:
     condition: str
     healthy: bool
     model: dict[str, str]
+    in_domain: Verdict = UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class DiagnosisService:
         self.engine = create_engine(self.artifact, settings)
         self.input_size = self.engine.input_size
         self.labels = self.artifact.labels
+        self.domain = DomainCheck.for_artifact(self.artifact)
         self.model_info = {"name": self.artifact.name, "version": self.artifact.version}
         self.ready = threading.Event()
         self.batcher = Batcher(
@@ -149,9 +152,12 @@ class DiagnosisService:
         if future.cancelled() or not future.done():
             return ImageFailure(503, BUSY)
         row = future.result()  # an engine failure is a bug: it raises
-        return self.describe(row["probabilities"] if isinstance(row, Mapping) else row, k)
+        if not isinstance(row, Mapping):  # an engine that answers probabilities only
+            return self.describe(row, k)
+        verdict = self.domain.judge(row["logits"][None], row["features"][None])[0]
+        return self.describe(row["probabilities"], k, verdict)
 
-    def describe(self, probabilities: np.ndarray, k: int) -> Diagnosis:
+    def describe(self, probabilities: np.ndarray, k: int, in_domain: Verdict = UNAVAILABLE) -> Diagnosis:
         ranked = top_k(probabilities, self.labels, k)
         best = ranked[0]
         species, condition = split_label(best.label)
@@ -163,6 +169,7 @@ class DiagnosisService:
             condition=condition,
             healthy=is_healthy(best.label),
             model=self.model_info,
+            in_domain=in_domain,
         )
 
     def close(self) -> None:

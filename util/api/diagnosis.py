@@ -64,6 +64,18 @@ model_info = ns.model(
         "version": fields.String(required=True, example="2026.11.23"),
     },
 )
+in_domain_model = ns.model(
+    "InDomain",
+    {
+        "available": fields.Boolean(required=True, description="Whether this model has an in-domain calibration"),
+        "known": fields.Boolean(description="The photo looks like the leaves the model learned from"),
+        "score": fields.Float(
+            min=0, max=1, description="Share of held-out known leaves that looked less typical", example=0.41
+        ),
+        "threshold": fields.Float(min=0, max=1, description="known = score >= threshold", example=0.05),
+        "method": fields.String(example="mahalanobis+energy"),
+    },
+)
 diagnosis_model = ns.model(
     "Diagnosis",
     {
@@ -76,6 +88,9 @@ diagnosis_model = ns.model(
         "condition": fields.String(required=True, example="Late blight"),
         "healthy": fields.Boolean(required=True, example=False),
         "model": fields.Nested(model_info, required=True),
+        "in_domain": fields.Nested(
+            in_domain_model, skip_none=True, description="Is this a photo the model knows? (util/domain.py)"
+        ),
     },
 )
 photo_result_model = ns.model(
