@@ -353,18 +353,19 @@ def s3_filesystem(endpoint_url: str | None) -> Any:
 
 
 def start_ray(address: str | None) -> Any:
-    """Join ``address``, or start a bounded local Ray (2 CPUs, no dashboard)."""
+    """Join ``address``, or start a bounded local Ray (2 CPUs, no dashboard); PLANTNET_* reach the actors."""
     ray = import_ray()
-    pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    settings = {name: value for name, value in os.environ.items() if name.startswith("PLANTNET_")}
     if address:
-        runtime_env = {"working_dir": str(PROJECT_ROOT), "excludes": RAY_EXCLUDES}
+        runtime_env = {"working_dir": str(PROJECT_ROOT), "excludes": RAY_EXCLUDES, "env_vars": settings}
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     else:
+        pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
         ray.init(
             num_cpus=LOCAL_RAY_CPUS,
             include_dashboard=False,
             object_store_memory=LOCAL_RAY_OBJECT_STORE,
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            runtime_env={"env_vars": {**settings, "PYTHONPATH": pythonpath}},
             logging_level=logging.WARNING,
         )
     return ray
@@ -382,7 +383,10 @@ def run_ray(
     tally = Tally()
     if not photos:
         return tally
-    ray = start_ray(address)
+    ray = import_ray()
+    started = not ray.is_initialized()  # a Ray already running in this process (a notebook, a test) is used as is
+    if started:
+        start_ray(address)
     try:
         from ray.data import ActorPoolStrategy, DataContext
 
@@ -390,9 +394,9 @@ def run_ray(
         context.enable_progress_bars = False  # the driver shows one bar
         context.execution_options.preserve_order = True  # lines in source order, as in local mode
         paths, filesystem, sources = ray_paths(photos, endpoint_url)
-        model_dir = options.model_dir
-        if address and model_dir is not None and Path(model_dir).resolve().is_relative_to(PROJECT_ROOT):
-            model_dir = Path(model_dir).resolve().relative_to(PROJECT_ROOT)  # inside the shipped working dir
+        model_dir = Path(options.model_dir).resolve() if options.model_dir is not None else None
+        if address and model_dir is not None and model_dir.is_relative_to(PROJECT_ROOT):
+            model_dir = model_dir.relative_to(PROJECT_ROOT)  # inside the working dir shipped to the cluster
         options = replace(options, model_dir=model_dir)
         batch_size = bulk_settings(options).max_batch_size * worker_count(options.workers)
         dataset = ray.data.read_binary_files(paths, include_paths=True, filesystem=filesystem)
@@ -407,7 +411,8 @@ def run_ray(
         for batch in lines.iter_batches(batch_size=None, batch_format="numpy"):
             write(out, (json.loads(line) for line in batch["line"]), tally, progress)
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     return tally
 
 

@@ -1,0 +1,188 @@
+"""util.bulk in local mode: folders and s3:// prefixes, the API's JSON per photo, statuses, --resume.
+
+The tiny model keeps these fast; tests/test_routes_agree.py checks the shipped model across every route.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import TINY_LABELS, leaf_samples
+from util import bulk
+
+BAD = b"this is not an image"
+
+
+@pytest.fixture
+def model_env(monkeypatch, openvino_cache) -> None:
+    """The bulk command reads PLANTNET_* like the server: reuse the session's converted tiny model."""
+    monkeypatch.setenv("PLANTNET_CACHE_DIR", str(openvino_cache))
+    monkeypatch.delenv("PLANTNET_MODEL_DIR", raising=False)
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """Four leaf photos (one in a subfolder), a file that is not an image, and files bulk must not list."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    samples = leaf_samples()[:4]
+    for name, data in samples[:3]:
+        (folder / name).write_bytes(data)
+    (folder / "sub" / samples[3][0]).write_bytes(samples[3][1])
+    (folder / "broken.jpg").write_bytes(BAD)
+    (folder / "notes.txt").write_text("not listed: no image extension")
+    (folder / ".hidden.jpg").write_bytes(samples[0][1])
+    return folder
+
+
+def run(*argv: str) -> int:
+    return bulk.main([*argv, "--no-progress"])
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_folder_gives_one_line_per_photo_with_the_apis_json(photos, tmp_path, tiny_model_dir, model_env, diagnose):
+    out = tmp_path / "results.jsonl"
+    assert run(str(photos), "--out", str(out), "--model", str(tiny_model_dir), "--top-k", "2", "--workers", "2") == 1
+    found = lines(out)
+    expected = sorted(p for p in photos.rglob("*.jpg") if not p.name.startswith("."))
+    assert [item["source"] for item in found] == [
+        str(p) for p in sorted(expected, key=lambda p: p.relative_to(photos).parts)
+    ]
+    by_source = {Path(item["source"]).name: item for item in found}
+    assert by_source["broken.jpg"]["status"] == 415 and "not an image" in by_source["broken.jpg"]["message"]
+    assert "diagnosis" not in by_source["broken.jpg"]
+    for name, item in by_source.items():
+        if name == "broken.jpg":
+            continue
+        assert item["status"] == 200 and "message" not in item
+        api = diagnose.one((photos.rglob(name).__next__()).read_bytes(), name, top_k=2).get_json()
+        assert_same_answer(item["diagnosis"], api)
+        assert item["diagnosis"]["label"] in TINY_LABELS and len(item["diagnosis"]["top_k"]) == 2
+
+
+def test_resume_skips_answered_photos_and_retries_the_rest(photos, tmp_path, tiny_model_dir, model_env):
+    out = tmp_path / "results.jsonl"
+    first, second, third = sorted(str(p) for p in photos.glob("*.jpg") if p.name != "broken.jpg")[:3]
+    earlier = [
+        {"source": first, "status": 200, "diagnosis": {"label": "kept as it was"}},
+        {"source": str(photos / "broken.jpg"), "status": 415, "message": "final: not tried again"},
+        {"source": second, "status": 503, "message": "busy: tried again"},
+    ]
+    out.write_text("".join(json.dumps(item) + "\n" for item in earlier) + '{"source": "' + third + '", "sta')
+    assert run(str(photos), "--out", str(out), "--model", str(tiny_model_dir), "--resume") == 0
+    found = lines(out)  # the half-written last line is gone, not glued to the next one
+    assert found[:3] == earlier
+    redone = [item["source"] for item in found[3:]]
+    assert sorted(redone) == sorted(
+        {str(p) for p in photos.rglob("*.jpg") if not p.name.startswith(".")} - {first, str(photos / "broken.jpg")}
+    )
+    assert all(item["status"] == 200 for item in found[3:])
+    assert run(str(photos), "--out", str(out), "--model", str(tiny_model_dir), "--resume") == 0
+    assert len(lines(out)) == len(found)  # nothing left to do
+
+
+def test_a_missing_source_is_an_unreadable_line_not_a_crash(tmp_path, tiny_model_dir, model_env, capsys):
+    out = tmp_path / "results.jsonl"
+    assert run(str(tmp_path / "no-such-folder"), "--out", str(out), "--model", str(tiny_model_dir)) == 1
+    (item,) = lines(out)
+    assert item["status"] is None and "no such file or folder" in item["message"]
+    assert "failed: 1 x None" in capsys.readouterr().err
+
+
+def test_the_progress_bar_and_summary_do_not_get_in_the_way(photos, tmp_path, tiny_model_dir, model_env, capsys):
+    out = tmp_path / "results.jsonl"
+    assert bulk.main([str(photos / "sub"), "--out", str(out), "--model", str(tiny_model_dir), "--progress"]) == 0
+    assert len(lines(out)) == 1
+    assert "1 photos in" in capsys.readouterr().err
+
+
+def test_ray_missing_says_how_to_install_it(monkeypatch, tmp_path, photos):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(SystemExit, match=r"pip install -r requirements-ray.txt"):
+        bulk.main([str(photos), "--out", str(tmp_path / "x.jsonl"), "--ray"])
+    assert not (tmp_path / "x.jsonl").exists()  # it said so before any work
+
+
+def test_top_k_over_the_limit_is_a_usage_error(photos, tmp_path, capsys):
+    assert bulk.main([str(photos), "--out", str(tmp_path / "x.jsonl"), "--top-k", "99"]) == bulk.EXIT_USAGE
+    assert "PLANTNET_MAX_TOP_K" in capsys.readouterr().err
+
+
+# --- S3, through moto's server on 127.0.0.1 -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    s3.create_bucket(Bucket="leaves")
+    for name, data in leaf_samples()[:3]:
+        s3.put_object(Bucket="leaves", Key=f"field-7/{name}", Body=data)
+    s3.put_object(Bucket="leaves", Key="field-7/broken.png", Body=BAD)
+    s3.put_object(Bucket="leaves", Key="field-8/other.jpg", Body=leaf_samples()[0][1])
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path, s3_endpoint) -> str:
+    """boto3's standard chain finds these in the environment; AWS_ENDPOINT_URL points it at moto."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint
+
+
+def test_an_s3_prefix_is_classified_like_a_folder(aws, tmp_path, tiny_model_dir, model_env):
+    out = tmp_path / "results.jsonl"
+    assert run("s3://leaves/field-7", "--out", str(out), "--model", str(tiny_model_dir)) == 1
+    found = {item["source"]: item for item in lines(out)}
+    names = sorted(name for name, _ in leaf_samples()[:3])
+    assert sorted(found) == sorted(["s3://leaves/field-7/broken.png", *(f"s3://leaves/field-7/{n}" for n in names)])
+    assert found.pop("s3://leaves/field-7/broken.png")["status"] == 415
+    assert all(item["status"] == 200 and item["diagnosis"]["label"] in TINY_LABELS for item in found.values())
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def assert_same_answer(ours, theirs, tolerance: float = 1e-4, where: str = "diagnosis") -> None:
+    """Equal JSON, except floats may differ by the engine's precision (batches of other sizes)."""
+    if isinstance(theirs, float) and isinstance(ours, (int, float)):
+        assert math.isclose(ours, theirs, abs_tol=tolerance), f"{where}: {ours} != {theirs}"
+    elif isinstance(theirs, dict):
+        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), f"{where}: {ours} != {theirs}"
+        for key in theirs:
+            assert_same_answer(ours[key], theirs[key], tolerance, f"{where}.{key}")
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours} != {theirs}"
+        for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            assert_same_answer(a, b, tolerance, f"{where}[{index}]")
+    else:
+        assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
