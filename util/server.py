@@ -291,8 +291,11 @@ def main() -> int:
 
 
 def _close_service(app) -> None:
-    service = app.extensions.get("plantnet")
-    if service is not None and hasattr(service, "close"):
+    """Stop the diagnosis service's batcher (it answers what is queued first)."""
+    from util.service import EXTENSION
+
+    service = app.extensions.get(EXTENSION)
+    if service is not None:
         service.close()
 
 
