@@ -16,6 +16,7 @@ from util.api import requestlog
 from util.config import Settings, configure_logging
 from util.model import ModelLoadError
 from util.service import DiagnosisService
+from util.web import web
 
 STARTUP_FAILED = 3  # gunicorn's "worker failed to boot": the master stops instead of respawning
 
@@ -40,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     DiagnosisService(settings).init_app(app)
     api.init_app(app)
+    app.register_blueprint(web)
     requestlog.init_app(app)
     return app
 

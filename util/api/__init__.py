@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from util.api import diagnosis, errors, ops
+from util.api import conditions, diagnosis, errors, ops
 from util.leaf import ACCEPTED_FORMATS
 
 __version__ = "1.0.0"
@@ -16,12 +16,14 @@ api = errors.Api(
         f"Diagnose plant-leaf diseases from a photo. POST a leaf photo ({', '.join(ACCEPTED_FORMATS)}) "
         "to /Diagnosis/prediction as the multipart field `image` and get the most likely disease, its "
         "confidence and the runners-up; or POST several in the repeated field `images` to "
-        "/Diagnosis/predictions and get one result per photo."
+        "/Diagnosis/predictions and get one result per photo. "
+        "For people rather than programs: [the diagnosis page](/diagnose)."
     ),
     doc="/",
 )
 api.add_namespace(diagnosis.ns)
 api.add_namespace(ops.ns)
+api.add_namespace(conditions.ns)
 
 
 def init_app(app: Flask) -> None:
