@@ -1,0 +1,100 @@
+"""The same photo gets the same answer by every route, with the shipped model on the sample images.
+
+Routes: the API's one-photo endpoint and its many-photo endpoint (a real server process on
+127.0.0.1, the Procfile's command), the Python client against that server, bulk classification
+in local mode, and bulk on Ray (skipped when Ray is not installed). Every route runs the engine
+in f32, so the labels must be equal and every number within 1e-4 (batches of other sizes may
+round differently); the rest of the JSON must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import PREDICT, PREDICTIONS, SAMPLES, SHIPPED_MODEL, Server, model_env
+from tests.test_bulk import assert_same_answer
+from util import bulk
+
+pytestmark = [pytest.mark.shipped_model, pytest.mark.slow]
+PRECISION = {"PLANTNET_PRECISION": "f32"}
+TOLERANCE = 1e-4  # f32
+PHOTOS = sorted(p for p in SAMPLES.glob("*.jpg"))  # the 13 leaves and the original 12-megapixel photo
+
+
+@pytest.fixture(scope="module")
+def server(openvino_cache):
+    process = Server(model_env(SHIPPED_MODEL, openvino_cache, **PRECISION))
+    try:
+        process.wait_healthy(300)
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server) -> dict[str, dict]:
+    """The reference: each photo POSTed alone to /Diagnosis/prediction."""
+    answers = {}
+    with requests.Session() as session:
+        for path in PHOTOS:
+            r = session.post(f"{server.url}{PREDICT}", files={"image": (path.name, path.read_bytes())}, timeout=120)
+            assert r.status_code == 200, r.text
+            answers[path.name] = r.json()
+    return answers
+
+
+@pytest.fixture
+def f32(monkeypatch, openvino_cache):
+    """In-process routes read PLANTNET_* like the server: f32, and the session's converted model."""
+    monkeypatch.setenv("PLANTNET_CACHE_DIR", str(openvino_cache))
+    for name, value in PRECISION.items():
+        monkeypatch.setenv(name, value)
+
+
+def assert_agree(route: dict[str, dict], api: dict[str, dict]) -> None:
+    assert sorted(route) == sorted(api)
+    for name, body in api.items():
+        assert route[name]["label"] == body["label"], name
+        assert_same_answer(route[name], body, TOLERANCE, name)
+
+
+def bulk_answers(out: Path) -> dict[str, dict]:
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(item["status"] == 200 for item in items), items
+    return {Path(item["source"]).name: item["diagnosis"] for item in items}
+
+
+def test_the_many_photo_endpoint_agrees(server, api):
+    files = [("images", (path.name, path.read_bytes())) for path in PHOTOS]
+    r = requests.post(f"{server.url}{PREDICTIONS}", files=files, timeout=300)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [item["status"] for item in results] == [200] * len(PHOTOS)
+    assert_agree({item["filename"]: item["diagnosis"] for item in results}, api)
+
+
+def test_the_client_agrees(server, api):
+    from plantnet_client import Client
+
+    with Client(server.url, timeout=300) as client:
+        results = list(client.diagnose_many([str(SAMPLES)], batch_size=8))
+    assert all(result.ok for result in results), [r.error_message for r in results if not r.ok]
+    assert_agree({Path(result.source).name: dict(result.raw) for result in results}, api)
+
+
+def test_bulk_local_agrees(api, f32, tmp_path):
+    out = tmp_path / "bulk.jsonl"
+    assert bulk.main([str(SAMPLES), "--out", str(out), "--model", str(SHIPPED_MODEL), "--no-progress"]) == 0
+    assert_agree(bulk_answers(out), api)
+
+
+def test_bulk_on_ray_agrees(api, f32, tmp_path):
+    pytest.importorskip("ray.data", reason="Ray is not installed: .venv/bin/pip install -r requirements-ray.txt")
+    out = tmp_path / "ray.jsonl"
+    argv = [str(SAMPLES), "--out", str(out), "--model", str(SHIPPED_MODEL), "--ray", "--no-progress"]
+    assert bulk.main(argv) == 0
+    assert_agree(bulk_answers(out), api)
