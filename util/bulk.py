@@ -280,23 +280,32 @@ def chunks(photos: Iterable[Any], size: int) -> Iterator[list[Any]]:
 # --- local mode ----------------------------------------------------------------------------------
 
 
-def run_local(photos: Sequence[Any], out: IO[str], options: Options, progress: Progress) -> Tally:
-    """Each chunk of one batch is read and decoded on a worker; lines are written in source order."""
+def run_local(
+    photos: Sequence[Any], out: IO[str], options: Options, progress: Progress, bulk: BulkDiagnoser | None = None
+) -> Tally:
+    """Each chunk of one batch is read and decoded on a worker; lines are written in source order.
+
+    ``bulk``: an engine already loaded (benchmarks time the steady state); by default one is made and closed.
+    """
     tally = Tally()
-    bulk = BulkDiagnoser(options)
+    owned = bulk is None
+    bulk = BulkDiagnoser(options) if bulk is None else bulk
     try:
         in_flight: deque[Future] = deque()
         for chunk in chunks(photos, bulk.batch_size):
-            in_flight.append(
-                bulk.pool.submit(lambda c: bulk.diagnose_chunk([(p.source, read_photo(p)) for p in c]), chunk)
-            )
+            in_flight.append(bulk.pool.submit(read_and_diagnose, bulk, chunk))
             while len(in_flight) >= 2 * bulk.workers:
                 write(out, in_flight.popleft().result(), tally, progress)
         while in_flight:
             write(out, in_flight.popleft().result(), tally, progress)
     finally:
-        bulk.close()
+        if owned:
+            bulk.close()
     return tally
+
+
+def read_and_diagnose(bulk: BulkDiagnoser, photos: Sequence[Any]) -> list[dict]:
+    return bulk.diagnose_chunk([(photo.source, read_photo(photo)) for photo in photos])
 
 
 # --- Ray -------------------------------------------------------------------------------------------
