@@ -93,15 +93,19 @@ def problem_for(status: int, message: str) -> Problem:
     return Problem("Something went wrong with this photo.", message)
 
 
+def capitalised(words: str) -> str:
+    return words[:1].upper() + words[1:]
+
+
 def label_words(label: str) -> str:
     """``"Tomato_Late blight"`` -> ``"Tomato: Late blight"``; ``"Tomato_healthy"`` -> ``"Tomato: Healthy"``."""
     plant, condition = split_label(label)
-    return f"{plant}: {condition[:1].upper()}{condition[1:]}"
+    return f"{plant}: {capitalised(condition)}"
 
 
 @web.context_processor
 def helpers() -> dict:
-    return {"label_words": label_words, "megabytes": megabytes}
+    return {"label_words": label_words, "capitalised": capitalised, "megabytes": megabytes}
 
 
 def diagnosis_service() -> DiagnosisService:

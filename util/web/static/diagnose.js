@@ -42,14 +42,17 @@
   }
 
   function percent(value) {
-    return Math.round(value * 100) + "%";
+    return value < 0.005 ? "<1%" : Math.round(value * 100) + "%";
+  }
+
+  function capitalised(words) {
+    return words.charAt(0).toUpperCase() + words.slice(1);
   }
 
   function labelWords(label) {
     var cut = label.indexOf("_");
     var plant = cut < 0 ? label : label.slice(0, cut);
-    var condition = cut < 0 ? "unknown" : label.slice(cut + 1);
-    return plant + ": " + condition.charAt(0).toUpperCase() + condition.slice(1);
+    return plant + ": " + capitalised(cut < 0 ? "unknown" : label.slice(cut + 1));
   }
 
   function problemFor(statusCode, message) {
@@ -147,7 +150,7 @@
   function showDiagnosis(item, diagnosis, note) {
     var card = cardFrame(item, diagnosis.healthy ? "healthy" : "disease");
     card.append(el("p", { class: "plant", text: diagnosis.species }));
-    card.append(diagnosis.healthy ? verdict("healthy", "\u2713", "Healthy") : verdict("disease", "!", diagnosis.condition));
+    card.append(diagnosis.healthy ? verdict("healthy", "\u2713", "Healthy") : verdict("disease", "!", capitalised(diagnosis.condition)));
     card.append(barRow("div", "confidence-" + item.number, "How sure", diagnosis.confidence));
     if (diagnosis.confidence < 0.5) {
       card.append(el("p", { class: "unsure", text: "The model is not sure: compare the other possibilities and the signs below." }));
