@@ -160,6 +160,39 @@ def test_a_photo_that_is_not_a_leaf_gets_the_message_not_a_diagnosis(open_page, 
     recording.assert_clean(server.url)
 
 
+def test_an_unknown_verdict_shows_its_message_and_no_diagnosis(open_page, server):
+    """The verdict contract as the API answers it, whatever the shipped model's calibration says today."""
+    message = "This photo does not look like a leaf of a crop the model knows. Photograph one leaf, plain background."
+    unknown = {
+        "label": "Unknown",
+        "confidence": 0.0,
+        "top_k": [{"label": "Bell pepper_Bacterial spot", "confidence": 0.48}],
+        "species": None,
+        "condition": None,
+        "healthy": None,
+        "model": {"name": "plantnet-inceptionv3", "version": "test"},
+        "in_domain": {"available": True, "known": False, "score": 0.01, "threshold": 0.05, "method": "test"},
+        "message": message,
+    }
+    body = {"results": [{"index": 0, "filename": "hand.jpg", "status": 200, "diagnosis": unknown}], "model": {}}
+    page, recording = open_page()
+    page.route("**/Diagnosis/predictions", lambda route: route.fulfill(json=body))
+    diagnose(page, SAMPLES / "apple_scab.jpg")
+    card = page.locator("#results > li").first
+    assert message in card.inner_text() and "not a leaf the model knows" in page.get_by_role("status").inner_text()
+    assert card.locator("meter").count() == 0 and "Bell pepper" not in card.inner_text()
+    recording.assert_clean(server.url)
+
+
+def test_a_busy_service_is_said_in_words(open_page):
+    page, _ = open_page()  # Chromium logs the 503 itself as a console error: not checked here
+    page.route("**/Diagnosis/predictions", lambda route: route.fulfill(status=503, json={"message": "overloaded"}))
+    page.set_input_files("#photos", [SAMPLES / "apple_scab.jpg"])
+    page.get_by_role("button", name="Diagnose").click()
+    sync_api.expect(page.get_by_role("alert")).to_contain_text("The service is busy.")
+    assert "Try again in a moment." in card_text(page, 1)
+
+
 def test_the_form_works_without_javascript(open_page, server):
     page, recording = open_page(java_script_enabled=False)
     page.set_input_files("#photos", [photo_file("grape_black_rot.jpg"), text_file()])
