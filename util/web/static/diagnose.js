@@ -408,7 +408,7 @@
   ["dragleave", "drop"].forEach(function (name) {
     document.addEventListener(name, function (event) {
       event.preventDefault();
-      if (name === "drop" || event.target === dropzone) dropzone.classList.remove("dragover");
+      if (name === "drop" || event.target === dropzone || !event.relatedTarget) dropzone.classList.remove("dragover");
     });
   });
   document.addEventListener("drop", function (event) {
