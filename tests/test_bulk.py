@@ -17,6 +17,8 @@ from tests.support import TINY_LABELS, leaf_samples
 from util import bulk
 
 BAD = b"this is not an image"
+# moto's servers in one process share one store: a bucket of our own, not the client tests' "leaves"
+BUCKET = "bulk-leaves"
 
 
 @pytest.fixture
@@ -129,11 +131,12 @@ def s3_endpoint() -> Iterator[str]:
     s3 = boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
     )
-    s3.create_bucket(Bucket="leaves")
+    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:  # made once per process
+        s3.create_bucket(Bucket=BUCKET)
     for name, data in leaf_samples()[:3]:
-        s3.put_object(Bucket="leaves", Key=f"field-7/{name}", Body=data)
-    s3.put_object(Bucket="leaves", Key="field-7/broken.png", Body=BAD)
-    s3.put_object(Bucket="leaves", Key="field-8/other.jpg", Body=leaf_samples()[0][1])
+        s3.put_object(Bucket=BUCKET, Key=f"field-7/{name}", Body=data)
+    s3.put_object(Bucket=BUCKET, Key="field-7/broken.png", Body=BAD)
+    s3.put_object(Bucket=BUCKET, Key="field-8/other.jpg", Body=leaf_samples()[0][1])
     try:
         yield endpoint
     finally:
@@ -159,11 +162,13 @@ def aws(monkeypatch, tmp_path, s3_endpoint) -> str:
 
 def test_an_s3_prefix_is_classified_like_a_folder(aws, tmp_path, tiny_model_dir, model_env):
     out = tmp_path / "results.jsonl"
-    assert run("s3://leaves/field-7", "--out", str(out), "--model", str(tiny_model_dir)) == 1
+    assert run(f"s3://{BUCKET}/field-7", "--out", str(out), "--model", str(tiny_model_dir)) == 1
     found = {item["source"]: item for item in lines(out)}
     names = sorted(name for name, _ in leaf_samples()[:3])
-    assert sorted(found) == sorted(["s3://leaves/field-7/broken.png", *(f"s3://leaves/field-7/{n}" for n in names)])
-    assert found.pop("s3://leaves/field-7/broken.png")["status"] == 415
+    assert sorted(found) == sorted(
+        [f"s3://{BUCKET}/field-7/broken.png", *(f"s3://{BUCKET}/field-7/{n}" for n in names)]
+    )
+    assert found.pop(f"s3://{BUCKET}/field-7/broken.png")["status"] == 415
     assert all(item["status"] == 200 and item["diagnosis"]["label"] in TINY_LABELS for item in found.values())
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests import test_bulk
 from tests.support import SAMPLES, TINY_LABELS, leaf_samples
-from tests.test_bulk import BAD, assert_same_answer
+from tests.test_bulk import BAD, BUCKET, assert_same_answer
 from util import bulk
 
 try:
@@ -101,7 +101,7 @@ def test_ray_resume_reads_only_what_is_left(local_ray, photos, tmp_path, tiny_mo
 
 def test_ray_reads_an_s3_prefix(local_ray, tmp_path, tiny_model_dir):
     out = tmp_path / "ray.jsonl"
-    assert bulk.main(["s3://leaves/field-7/", "--out", str(out), "--ray", "--model", str(tiny_model_dir)]) == 1
+    assert bulk.main([f"s3://{BUCKET}/field-7/", "--out", str(out), "--ray", "--model", str(tiny_model_dir)]) == 1
     found = {item["source"]: item["status"] for item in lines(out)}
     names = sorted(name for name, _ in leaf_samples()[:3])
-    assert found == {"s3://leaves/field-7/broken.png": 415, **{f"s3://leaves/field-7/{n}": 200 for n in names}}
+    assert found == {f"s3://{BUCKET}/field-7/broken.png": 415, **{f"s3://{BUCKET}/field-7/{n}": 200 for n in names}}
