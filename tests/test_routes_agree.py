@@ -4,7 +4,7 @@ Routes: the API's one-photo endpoint and its many-photo endpoint (a real server 
 127.0.0.1, the Procfile's command), the Python client against that server, bulk classification
 in local mode, and bulk on Ray (skipped when Ray is not installed). Every route runs the engine
 in f32, so the labels must be equal and every number within 1e-4 (batches of other sizes may
-round differently); the rest of the JSON must be equal.
+round differently), the in-domain score within one reference rank; the rest of the JSON must be equal.
 """
 
 from __future__ import annotations
@@ -55,11 +55,21 @@ def f32(monkeypatch, openvino_cache):
         monkeypatch.setenv(name, value)
 
 
+RANK_STEP = 0.01  # in_domain.score is a rank among held-out leaves: a tiny difference may move it one place
+
+
 def assert_agree(route: dict[str, dict], api: dict[str, dict]) -> None:
     assert sorted(route) == sorted(api)
     for name, body in api.items():
-        assert route[name]["label"] == body["label"], name
-        assert_same_answer(route[name], body, TOLERANCE, name)
+        ours, theirs = dict(route[name]), dict(body)
+        assert ours["label"] == theirs["label"], name
+        ours_domain, theirs_domain = ours.pop("in_domain", None), theirs.pop("in_domain", None)
+        assert_same_answer(ours, theirs, TOLERANCE, name)
+        if isinstance(theirs_domain, dict) and isinstance(theirs_domain.get("score"), float):
+            assert isinstance(ours_domain, dict), name
+            ours_domain, theirs_domain = dict(ours_domain), dict(theirs_domain)
+            assert abs(ours_domain.pop("score") - theirs_domain.pop("score")) <= RANK_STEP, name
+        assert ours_domain == theirs_domain, name
 
 
 def bulk_answers(out: Path) -> dict[str, dict]:
