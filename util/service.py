@@ -34,16 +34,24 @@ EXTENSION = "diagnosis"  # the service's key in app.extensions
 BUSY = "The service is busy or restarting; try again in a moment."
 
 
+UNKNOWN_LABEL = "Unknown"
+
+
 @dataclass(frozen=True)
 class Diagnosis:
+    """One photo's answer. When ``in_domain.known`` is False nothing in it reads as a diagnosis:
+    the label is "Unknown", species/condition/healthy are None, and ``message`` says why and what to do;
+    ``top_k`` still lists the nearest known labels (clients of the original service read it)."""
+
     label: str
     confidence: float
     top_k: list[Prediction]
-    species: str
-    condition: str
-    healthy: bool
+    species: str | None
+    condition: str | None
+    healthy: bool | None
     model: dict[str, str]
     in_domain: Verdict = UNAVAILABLE
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,12 +131,26 @@ class DiagnosisService:
             timeout=self.settings.request_timeout_s,
         )
 
-    def diagnose(self, data: bytes, k: int) -> Diagnosis | ImageFailure:
-        return self.diagnose_many([data], k)[0]
+    @property
+    def crops(self) -> list[str]:
+        """The plants the model knows, for messages: 'Apple', 'Bell pepper', ..."""
+        return sorted({split_label(label)[0] for label in self.labels})
 
-    def diagnose_many(self, uploads: Sequence[bytes], k: int) -> list[Diagnosis | ImageFailure]:
+    @property
+    def unknown_message(self) -> str:
+        return (
+            "This photo does not look like a leaf of a crop this model knows ("
+            + ", ".join(self.crops)
+            + "). For a diagnosis, photograph one leaf so that it fills the frame, on a plain background, in daylight."
+        )
+
+    def diagnose(self, data: bytes, k: int, strict: bool = False) -> Diagnosis | ImageFailure:
+        return self.diagnose_many([data], k, strict)[0]
+
+    def diagnose_many(self, uploads: Sequence[bytes], k: int, strict: bool = False) -> list[Diagnosis | ImageFailure]:
         """Diagnose each photo; one result or one failure per photo, in order.
 
+        With ``strict``, a photo the in-domain verdict rejects fails with 422 instead of an "Unknown" answer.
         Raises batcher.Overloaded (nothing was queued) or batcher.BatcherClosed for the whole call.
         A photo not answered within the request timeout is cancelled and fails with 503.
         """
@@ -145,7 +167,10 @@ class DiagnosisService:
         if dropped := wait(futures.values(), max(0.0, deadline - time.monotonic())):
             log.warning("%d of %d images not answered in time: dropped", dropped, len(futures))
         for index, future in futures.items():
-            results[index] = self._answer(future, k)
+            answer = self._answer(future, k)
+            if strict and isinstance(answer, Diagnosis) and answer.in_domain.known is False:
+                answer = ImageFailure(422, self.unknown_message)
+            results[index] = answer
         return results  # type: ignore[return-value]
 
     def _answer(self, future: Future, k: int) -> Diagnosis | ImageFailure:
@@ -159,6 +184,18 @@ class DiagnosisService:
 
     def describe(self, probabilities: np.ndarray, k: int, in_domain: Verdict = UNAVAILABLE) -> Diagnosis:
         ranked = top_k(probabilities, self.labels, k)
+        if in_domain.known is False:
+            return Diagnosis(
+                label=UNKNOWN_LABEL,
+                confidence=0.0,
+                top_k=ranked,
+                species=None,
+                condition=None,
+                healthy=None,
+                model=self.model_info,
+                in_domain=in_domain,
+                message=self.unknown_message,
+            )
         best = ranked[0]
         species, condition = split_label(best.label)
         return Diagnosis(

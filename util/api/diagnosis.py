@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app, g, request
-from flask_restx import Namespace, Resource, fields, reqparse
+from flask_restx import Namespace, Resource, fields, inputs, reqparse
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
@@ -36,6 +36,17 @@ def photo_parser(field: str, help: str, many: bool = False) -> reqparse.RequestP
         help=(
             "How many of the most likely labels to list in top_k: 1 to PLANTNET_MAX_TOP_K "
             f"({Settings.max_top_k} unless set); PLANTNET_DEFAULT_TOP_K ({Settings.default_top_k} unless set) if absent"
+        ),
+    )
+    parser.add_argument(
+        "strict",
+        location=("args", "form"),
+        type=inputs.boolean,
+        required=False,
+        default=False,
+        help=(
+            "true: a photo the model does not recognise as a leaf of a crop it knows is answered with 422 "
+            "(per photo, in /predictions) instead of a 200 whose label is 'Unknown'"
         ),
     )
     return parser
@@ -84,12 +95,18 @@ diagnosis_model = ns.model(
         ),
         "confidence": fields.Float(required=True, min=0, max=1, description="Probability of label", example=0.97),
         "top_k": fields.List(fields.Nested(guess_model), required=True, description="Most likely first"),
-        "species": fields.String(required=True, example="Tomato"),
-        "condition": fields.String(required=True, example="Late blight"),
-        "healthy": fields.Boolean(required=True, example=False),
+        "species": fields.String(required=True, description="null when in_domain.known is false", example="Tomato"),
+        "condition": fields.String(
+            required=True, description="null when in_domain.known is false", example="Late blight"
+        ),
+        "healthy": fields.Boolean(required=True, description="null when in_domain.known is false", example=False),
         "model": fields.Nested(model_info, required=True),
         "in_domain": fields.Nested(
             in_domain_model, skip_none=True, description="Is this a photo the model knows? (util/domain.py)"
+        ),
+        "message": fields.String(
+            description="When in_domain.known is false: why there is no diagnosis and how to take a photo "
+            "the model can judge (then label is 'Unknown' and top_k only lists the nearest known labels)"
         ),
     },
 )
@@ -130,13 +147,14 @@ class OnePhoto(Resource):
     @ns.response(400, "No image, an empty or damaged file, or a bad top_k", error_model)
     @ns.response(413, "The upload or the image's pixel count is over the limit", error_model)
     @ns.response(415, "The file is not an image in a supported format", error_model)
+    @ns.response(422, "strict=true and the photo is not a leaf of a crop the model knows", error_model)
     @ns.response(503, "The model is still warming up or the service is overloaded", error_model)
     def post(self) -> Diagnosis:
         """Diagnose the leaf in an uploaded photo."""
         if len(request.files.getlist("image")) > 1:
             raise ApiError(400, "Send one image per request in the field 'image'.")
         args = parse(prediction_parser)
-        result = diagnosis_service().diagnose(args["image"].read(), top_k(args))
+        result = diagnosis_service().diagnose(args["image"].read(), top_k(args), args["strict"])
         if isinstance(result, ImageFailure):
             raise ApiError(result.status, result.message)
         g.label = result.label
@@ -168,7 +186,7 @@ class ManyPhotos(Resource):
                 400, f"Send at most {settings.max_images_per_request} photos per request, not {len(photos)}."
             )
         service = diagnosis_service()
-        results = service.diagnose_many([photo.read() for photo in photos], top_k(args))
+        results = service.diagnose_many([photo.read() for photo in photos], top_k(args), args["strict"])
         pairs = enumerate(zip(photos, results, strict=True))
         return {"results": [photo_result(i, p.filename, r) for i, (p, r) in pairs], "model": service.model_info}
 
@@ -191,6 +209,8 @@ def parse(parser: reqparse.RequestParser) -> dict:
             raise ApiError(400, MANY_PHOTOS_HINT) from None
         if "top_k" in errors:
             raise top_k_error() from None
+        if "strict" in errors:
+            raise ApiError(400, "strict must be true or false.") from None
         raise ApiError(400, exc.description or "The request is not a valid multipart upload.") from None
 
 

@@ -1,0 +1,114 @@
+"""The in-domain verdict: scoring, calibration files, and what an answer says when the photo is not a known leaf."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.support import TINY_LABELS, image_bytes, sample_bytes, serving
+from util import model as model_dir
+from util.config import Settings
+from util.domain import METHOD, DomainCheck, DomainStatistics
+from util.engine import create_engine
+from util.training import ood
+
+
+def calibrated_copy(source, target, threshold: float):
+    """Copy a model directory and give it in-domain statistics fitted on its own answers to synthetic images."""
+    shutil.copytree(source, target)
+    artifact = model_dir.find_artifact(target)
+    engine = create_engine(artifact, Settings.from_env(model_dir=target, backend="tensorflow"))
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(-1, 1, (24, engine.input_size, engine.input_size, 3)).astype(np.float32)
+    out = engine.predict(batch)
+    targets = np.arange(24) % len(TINY_LABELS)
+    stats = ood.fit_statistics(out["logits"], out["features"], targets, out["logits"], out["features"])
+    stats.save(target / model_dir.DOMAIN_FILE)
+    model_dir.update_metadata(target, in_domain={"method": METHOD, "threshold": threshold})
+    return target
+
+
+@pytest.fixture(scope="module")
+def rejecting_app(tiny_model_dir, tmp_path_factory):
+    """A model whose threshold no photo can reach: every answer is 'not a known leaf'."""
+    root = tmp_path_factory.mktemp("rejecting")
+    directory = calibrated_copy(tiny_model_dir, root / "model", threshold=1.01)
+    with serving(directory, root / "cache", backend="tensorflow") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def accepting_app(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("accepting")
+    directory = calibrated_copy(tiny_model_dir, root / "model", threshold=0.0)
+    with serving(directory, root / "cache", backend="tensorflow") as app:
+        yield app
+
+
+def test_statistics_round_trip_and_score_range(tmp_path):
+    rng = np.random.default_rng(1)
+    features, logits = rng.normal(size=(60, 8)), rng.normal(size=(60, 3))
+    stats = ood.fit_statistics(logits, features, np.arange(60) % 3, logits[:20], features[:20])
+    stats.save(tmp_path / "d.npz")
+    loaded = DomainStatistics.load(tmp_path / "d.npz")
+    scores = loaded.scores(logits, features)
+    assert np.allclose(scores, stats.scores(logits, features)) and scores.min() >= 0 and scores.max() <= 1
+    far = loaded.scores(logits * 0 - 50, features * 0 + 100)
+    assert far.max() == 0.0  # stranger than every reference leaf
+
+
+def test_a_model_without_calibration_marks_the_verdict_unavailable(tiny_model_dir, client):
+    assert not DomainCheck.for_artifact(model_dir.find_artifact(tiny_model_dir)).available
+    answer = client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(image_bytes(fmt="JPEG")), "leaf.jpg")})
+    body = answer.get_json() if answer.status_code == 200 else None
+    assert body is not None, answer.get_data(as_text=True)
+    assert body["in_domain"]["available"] is False and body["label"] in TINY_LABELS
+
+
+def post(app, **fields):
+    data = {"image": (io.BytesIO(sample_bytes("tomato_healthy.jpg")), "leaf.jpg"), **fields}
+    return app.test_client().post("/Diagnosis/prediction", data=data)
+
+
+def test_a_rejected_photo_reads_as_no_diagnosis(rejecting_app):
+    answer = post(rejecting_app)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["in_domain"] == {
+        "available": True,
+        "known": False,
+        "score": body["in_domain"]["score"],
+        "threshold": 1.01,
+        "method": METHOD,
+    }
+    assert body["label"] == "Unknown" and body["confidence"] == 0.0
+    assert body["species"] is None and body["condition"] is None and body["healthy"] is None
+    assert "does not look like a leaf" in body["message"] and "Tomato" in body["message"]
+    assert len(body["top_k"]) == 3  # the nearest known labels stay for the original service's clients
+
+
+def test_strict_turns_a_rejected_photo_into_422(rejecting_app):
+    answer = post(rejecting_app, strict="true")
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert "does not look like a leaf of a crop this model knows" in answer.get_json()["message"]
+
+
+def test_strict_applies_per_photo_in_many_photo_requests(rejecting_app):
+    files = [(io.BytesIO(sample_bytes("tomato_healthy.jpg")), "a.jpg"), (io.BytesIO(b"not an image"), "b.txt")]
+    answer = rejecting_app.test_client().post("/Diagnosis/predictions", data={"images": files, "strict": "1"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert [item["status"] for item in answer.get_json()["results"]] == [422, 415]
+
+
+def test_an_accepted_photo_is_a_diagnosis(accepting_app):
+    body = post(accepting_app, strict="true").get_json()
+    assert body["in_domain"]["known"] is True and body["label"] in TINY_LABELS and body["message"] is None
+    assert body["species"] and body["condition"] and isinstance(body["healthy"], bool)
+
+
+def test_strict_must_be_a_boolean(accepting_app):
+    answer = post(accepting_app, strict="perhaps")
+    assert answer.status_code == 400 and "strict" in answer.get_json()["message"]
