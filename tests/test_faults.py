@@ -110,7 +110,7 @@ def test_error_bodies_reveal_no_internals(app):
 
 @pytest.mark.parametrize("path", ["/Diagnosis/prediction", "/Diagnosis/predictions"])
 def test_an_internal_bug_is_a_bare_500_logged_once(app, service, caplog, monkeypatch, path):
-    def broken(uploads, top_k):
+    def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(service, "diagnose_many", broken)
