@@ -97,8 +97,11 @@ def test_prediction_returns_the_documented_body(diagnose):
     r = diagnose.one(LEAF)
     assert r.status_code == 200, r.get_data(as_text=True)
     body = r.get_json()
-    assert set(body) == {"label", "confidence", "top_k", "species", "condition", "healthy", "model", "in_domain"}
+    assert set(body) == {
+        *("label", "confidence", "top_k", "species", "condition", "healthy", "model", "in_domain", "message")
+    }
     assert body["in_domain"] == {"available": False}  # the tiny model has no in-domain calibration
+    assert body["message"] is None  # only a photo judged unknown carries one
     assert body["label"] in TINY_LABELS
     assert 0.0 <= body["confidence"] <= 1.0
     assert next(g["label"] for g in body["top_k"]) == body["label"]

@@ -61,6 +61,21 @@ predictions_parser = photo_parser(
     many=True,
 )
 
+
+class NullableString(fields.String):
+    """A string that may be null, said the Swagger 2.0 way (``x-nullable``)."""
+
+    def schema(self) -> dict:
+        return {**super().schema(), "x-nullable": True}
+
+
+class NullableBoolean(fields.Boolean):
+    """A boolean that may be null, said the Swagger 2.0 way (``x-nullable``)."""
+
+    def schema(self) -> dict:
+        return {**super().schema(), "x-nullable": True}
+
+
 guess_model = ns.model(
     "Guess",
     {
@@ -95,17 +110,17 @@ diagnosis_model = ns.model(
         ),
         "confidence": fields.Float(required=True, min=0, max=1, description="Probability of label", example=0.97),
         "top_k": fields.List(fields.Nested(guess_model), required=True, description="Most likely first"),
-        "species": fields.String(required=True, description="null when in_domain.known is false", example="Tomato"),
-        "condition": fields.String(
+        "species": NullableString(required=True, description="null when in_domain.known is false", example="Tomato"),
+        "condition": NullableString(
             required=True, description="null when in_domain.known is false", example="Late blight"
         ),
-        "healthy": fields.Boolean(required=True, description="null when in_domain.known is false", example=False),
+        "healthy": NullableBoolean(required=True, description="null when in_domain.known is false", example=False),
         "model": fields.Nested(model_info, required=True),
         "in_domain": fields.Nested(
             in_domain_model, skip_none=True, description="Is this a photo the model knows? (util/domain.py)"
         ),
-        "message": fields.String(
-            description="When in_domain.known is false: why there is no diagnosis and how to take a photo "
+        "message": NullableString(
+            description="null, or when in_domain.known is false: why there is no diagnosis and how to take a photo "
             "the model can judge (then label is 'Unknown' and top_k only lists the nearest known labels)"
         ),
     },
