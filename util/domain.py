@@ -69,7 +69,10 @@ class DomainStatistics:
         return np.searchsorted(self.reference, raw, side="left") / len(self.reference)
 
     def save(self, path: Path) -> None:
-        np.savez(path, **{name: np.asarray(getattr(self, name)) for name in self.__dataclass_fields__})
+        """Store as float32 (half the size of float64; scores agree to well under one reference rank)."""
+        arrays = {name: np.asarray(getattr(self, name), np.float32) for name in self.__dataclass_fields__}
+        with Path(path).open("wb") as stream:  # a file object: np.savez would append .npz to a bare path
+            np.savez(stream, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> DomainStatistics:
