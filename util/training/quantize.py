@@ -53,7 +53,7 @@ def quantize(args: argparse.Namespace) -> Path:
     size = network.inputs[0].get_partial_shape()[1].get_length()
     pixels = calibration_pixels(args, size)
     dataset = nncf.Dataset(list(pixels), lambda image: image[None])
-    quantized = nncf.quantize(network, dataset, subset_size=len(pixels), model_type=None)
+    quantized = nncf.quantize(network, dataset, subset_size=len(pixels), preset=nncf.QuantizationPreset.MIXED)
     out = artifact.directory / model_dir.INT8_IR
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, out, compress_to_fp16=False)
