@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support import PREDICT, SHIPPED_MODEL, Diagnoser, Server, expected_samples, model_env, sample_bytes, serving
+from tests.support import (
+    PREDICT,
+    SHIPPED_MODEL,
+    TINY_OUTLIERS,
+    Diagnoser,
+    Server,
+    expected_samples,
+    model_env,
+    sample_bytes,
+    serving,
+)
 from util.model import find_artifact
 
 pytestmark = pytest.mark.shipped_model
@@ -37,12 +47,24 @@ def test_sample_photo_is_diagnosed_as_its_true_label(shipped, name, label):
     body = r.get_json()
     assert body["label"] == label, body["top_k"]
     assert body["confidence"] > 5 / 34  # far above chance among the 34 labels
+    assert body["in_domain"]["available"] and body["in_domain"]["known"], body["in_domain"]  # a known leaf
 
 
-def test_the_original_twelve_megapixel_sample_is_answered(shipped):
+def test_the_original_twelve_megapixel_sample_a_pothos_is_not_a_leaf_the_model_knows(shipped):
     r = shipped.one(sample_bytes("plantnet_original_sample.jpg"), "sample.jpg")
     assert r.status_code == 200, r.get_data(as_text=True)
-    assert r.get_json()["label"] in find_artifact(SHIPPED_MODEL).labels
+    body = r.get_json()
+    assert body["in_domain"]["known"] is False and body["label"] == "Unknown" and body["healthy"] is None
+    assert "one leaf" in body["message"]
+    assert {guess["label"] for guess in body["top_k"]} <= set(find_artifact(SHIPPED_MODEL).labels)
+    strict = shipped.one(sample_bytes("plantnet_original_sample.jpg"), "sample.jpg", strict="true")
+    assert strict.status_code == 422 and "Tomato" in strict.get_json()["message"]
+
+
+@pytest.mark.parametrize("photo", sorted((TINY_OUTLIERS / "far").glob("*.jpg")), ids=lambda p: p.name)
+def test_photos_that_are_not_plants_are_rejected(shipped, photo):
+    body = shipped.one(photo.read_bytes(), photo.name).get_json()
+    assert body["in_domain"]["known"] is False, body["in_domain"]
 
 
 @pytest.mark.slow
