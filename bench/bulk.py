@@ -106,6 +106,15 @@ def quiet_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PLANTNET_LOG_LEVEL": "WARNING"}
 
 
+def print_results(rows: list[tuple[str, ...]], results: dict[str, Any], json_path: Path | None) -> dict[str, Any]:
+    """Print the table and the JSON; write the JSON to ``json_path`` if given."""
+    print(table(rows))
+    print(json.dumps(results, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
@@ -290,11 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         )
         if steady:
             rows.append(("bulk Ray, after start-up", f"{steady:.1f}", f"{steady / best:.2f}", "", ""))
-    print(table(rows))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return print_results(rows, results, args.json)
 
 
 if __name__ == "__main__":

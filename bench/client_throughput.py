@@ -21,7 +21,6 @@ and read after it. On a machine shared with other work the numbers are noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,15 @@ from typing import Any
 
 import httpx
 
-from bench.bulk import DEFAULT_DATA, descendants, linked_folder, photo_set, reset_peak, table, vm_hwm_mb
+from bench.bulk import (
+    DEFAULT_DATA,
+    descendants,
+    linked_folder,
+    photo_set,
+    print_results,
+    reset_peak,
+    vm_hwm_mb,
+)
 from tests.support import PREDICTIONS, SHIPPED_MODEL, Server, model_env
 
 MANY = 32
@@ -153,11 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{item['client_vm_hwm_mb']:.0f}",
             )
         )
-    print(table(rows))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return print_results(rows, results, args.json)
 
 
 if __name__ == "__main__":

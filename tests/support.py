@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
 
 import numpy as np
+import pytest
 import requests
 from flask import Flask
 from PIL import Image
@@ -275,3 +276,49 @@ def model_env(model_dir: Path, cache_dir: Path | None = None, **env: str) -> dic
     if cache_dir is not None:
         paths["PLANTNET_CACHE_DIR"] = str(cache_dir)
     return {**paths, **env}
+
+
+# -- S3 through moto's server on 127.0.0.1 (boto3 over real HTTP, no patching) ------------------------
+AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+@contextmanager
+def moto_s3(objects: dict[str, dict[str, bytes]]) -> Iterator[str]:
+    """Start moto's S3 server on 127.0.0.1 holding ``{bucket: {key: bytes}}``; yield its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    existing = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}  # moto's store is per process
+    for bucket, keys in objects.items():
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+        for key, data in keys.items():
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def use_fake_aws(patch: pytest.MonkeyPatch, directory: Path, endpoint: str | None = None) -> None:
+    """Point boto3's standard credential chain at test credentials (and ``endpoint``); nothing of the machine's."""
+    for name in AWS_UNSET:
+        patch.delenv(name, raising=False)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(directory / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(directory / "no-credentials"),
+    }
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    for name, value in env.items():
+        patch.setenv(name, value)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TINY_LABELS, leaf_samples
+from tests.support import TINY_LABELS, leaf_samples, moto_s3, use_fake_aws
 from util import bulk
 
 BAD = b"this is not an image"
@@ -120,43 +120,22 @@ def test_top_k_over_the_limit_is_a_usage_error(photos, tmp_path, capsys):
 # --- S3, through moto's server on 127.0.0.1 -------------------------------------------------------
 
 
+def s3_objects() -> dict[str, dict[str, bytes]]:
+    keys = {f"field-7/{name}": data for name, data in leaf_samples()[:3]}
+    return {BUCKET: {**keys, "field-7/broken.png": BAD, "field-8/other.jpg": leaf_samples()[0][1]}}
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
-    )
-    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:  # made once per process
-        s3.create_bucket(Bucket=BUCKET)
-    for name, data in leaf_samples()[:3]:
-        s3.put_object(Bucket=BUCKET, Key=f"field-7/{name}", Body=data)
-    s3.put_object(Bucket=BUCKET, Key="field-7/broken.png", Body=BAD)
-    s3.put_object(Bucket=BUCKET, Key="field-8/other.jpg", Body=leaf_samples()[0][1])
-    try:
+    pytest.importorskip("moto.server")
+    with moto_s3(s3_objects()) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def aws(monkeypatch, tmp_path, s3_endpoint) -> str:
-    """boto3's standard chain finds these in the environment; AWS_ENDPOINT_URL points it at moto."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        "AWS_ENDPOINT_URL": s3_endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
+    """boto3's standard chain finds test credentials in the environment; AWS_ENDPOINT_URL points it at moto."""
+    use_fake_aws(monkeypatch, tmp_path, s3_endpoint)
     return s3_endpoint
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import test_bulk
-from tests.support import SAMPLES, TINY_LABELS, leaf_samples
-from tests.test_bulk import BAD, BUCKET, assert_same_answer
+from tests.support import SAMPLES, TINY_LABELS, leaf_samples, moto_s3, use_fake_aws
+from tests.test_bulk import BAD, BUCKET, assert_same_answer, s3_objects
 from util import bulk
 
 try:
@@ -27,7 +27,13 @@ except ImportError:
     )
 
 pytestmark = pytest.mark.slow
-s3_endpoint = test_bulk.s3_endpoint  # moto's S3 on 127.0.0.1, one per module
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 on 127.0.0.1 with the same objects as tests/test_bulk.py."""
+    with moto_s3(s3_objects()) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +43,7 @@ def local_ray(openvino_cache, tmp_path_factory, s3_endpoint):
     patch = pytest.MonkeyPatch()
     patch.setenv("PLANTNET_CACHE_DIR", str(openvino_cache))
     patch.delenv("PLANTNET_MODEL_DIR", raising=False)
-    empty = tmp_path_factory.mktemp("aws")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        patch.delenv(name, raising=False)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(empty / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(empty / "credentials"),
-        "AWS_ENDPOINT_URL": s3_endpoint,
-    }.items():
-        patch.setenv(name, value)
+    use_fake_aws(patch, tmp_path_factory.mktemp("aws"), s3_endpoint)
     bulk.start_ray(None)
     try:
         yield ray

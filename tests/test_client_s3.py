@@ -15,7 +15,9 @@ moto_server = pytest.importorskip("moto.server")
 
 from plantnet_client import Client, Expander  # noqa: E402
 from plantnet_client.cli import main  # noqa: E402
-from test_client import PREDICTIONS, FakePlantNet, label_of, photo_bytes, serving  # noqa: E402
+
+from tests.fake_plantnet import PREDICTIONS, label_of, photo_bytes  # noqa: E402
+from tests.support import moto_s3, use_fake_aws  # noqa: E402
 
 BUCKET = "leaves"
 OBJECTS = {
@@ -32,47 +34,14 @@ PHOTOS = ["s3://leaves/photos/a.PNG", "s3://leaves/photos/b.jpg", "s3://leaves/p
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket=BUCKET)
-    for key, data in OBJECTS.items():
-        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
-    try:
+    with moto_s3({BUCKET: OBJECTS}) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)
 def credentials(monkeypatch, tmp_path):
     """boto3's standard chain finds these in the environment; nothing from the machine leaks in."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-
-
-@pytest.fixture
-def fake() -> FakePlantNet:
-    return FakePlantNet()
-
-
-@pytest.fixture
-def url(fake) -> Iterator[str]:
-    with serving(fake) as base:
-        yield base
+    use_fake_aws(monkeypatch, tmp_path)
 
 
 def test_a_prefix_lists_its_images_like_a_folder_across_pages(s3_endpoint):

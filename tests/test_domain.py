@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from flask import Flask
 
 from tests.support import TINY_LABELS, image_bytes, sample_bytes, serving
 from util import model as model_dir
@@ -31,20 +34,24 @@ def calibrated_copy(source, target, threshold: float):
     return target
 
 
+@contextmanager
+def app_with_threshold(tiny_model_dir, root, threshold: float) -> Iterator[Flask]:
+    with serving(
+        calibrated_copy(tiny_model_dir, root / "model", threshold), root / "cache", backend="tensorflow"
+    ) as app:
+        yield app
+
+
 @pytest.fixture(scope="module")
 def rejecting_app(tiny_model_dir, tmp_path_factory):
     """A model whose threshold no photo can reach: every answer is 'not a known leaf'."""
-    root = tmp_path_factory.mktemp("rejecting")
-    directory = calibrated_copy(tiny_model_dir, root / "model", threshold=1.01)
-    with serving(directory, root / "cache", backend="tensorflow") as app:
+    with app_with_threshold(tiny_model_dir, tmp_path_factory.mktemp("rejecting"), 1.01) as app:
         yield app
 
 
 @pytest.fixture(scope="module")
 def accepting_app(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("accepting")
-    directory = calibrated_copy(tiny_model_dir, root / "model", threshold=0.0)
-    with serving(directory, root / "cache", backend="tensorflow") as app:
+    with app_with_threshold(tiny_model_dir, tmp_path_factory.mktemp("accepting"), 0.0) as app:
         yield app
 
 
@@ -55,7 +62,9 @@ def test_statistics_round_trip_and_score_range(tmp_path):
     stats.save(tmp_path / "d.npz")
     loaded = DomainStatistics.load(tmp_path / "d.npz")
     scores = loaded.scores(logits, features)
-    assert np.allclose(scores, stats.scores(logits, features)) and scores.min() >= 0 and scores.max() <= 1
+    # stored as float32: the same ranks, give or take one reference image
+    assert np.abs(scores - stats.scores(logits, features)).max() <= 1 / len(stats.reference) + 1e-9
+    assert scores.min() >= 0 and scores.max() <= 1
     far = loaded.scores(logits * 0 - 50, features * 0 + 100)
     assert far.max() == 0.0  # stranger than every reference leaf
 
