@@ -248,14 +248,15 @@ class Server:
         raise RuntimeError(f"the service was not healthy within {limit:.0f} s")
 
     def worker_rss_mb(self) -> float:
-        """Largest VmRSS among the process's children (gunicorn's workers)."""
+        """Largest VmRSS of the process and its children: util.server is one process, gunicorn has workers."""
         sizes = []
         for status in Path("/proc").glob("[0-9]*/status"):
             try:
                 fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
             except OSError:
                 continue
-            if fields.get("PPid", "").strip() == str(self.process.pid) and "VmRSS" in fields:
+            own = status.parent.name == str(self.process.pid)
+            if (own or fields.get("PPid", "").strip() == str(self.process.pid)) and "VmRSS" in fields:
                 sizes.append(int(fields["VmRSS"].split()[0]) / 1024)
         return max(sizes, default=0.0)
 
