@@ -115,7 +115,8 @@ def domain_report(args, check: DomainCheck, engine, known_outputs: dict, unknown
     known = check.statistics.scores(known_outputs["logits"], known_outputs["features"])
     scores = {"known leaves": known}
     groups = outlier_groups(args, unknown_paths, engine.input_size)
-    groups.update({f"{k} (synthetic)": v for k, v in ood.synthetic_outliers(_some_leaves(args), 40, args.seed).items()})
+    leaves = _some_leaves(args, engine.input_size)
+    groups.update({f"{k} (synthetic)": v for k, v in ood.synthetic_outliers(leaves, 40, args.seed).items()})
     for name, pixels in groups.items():
         out = run_engine(engine.predict, pixels)
         scores[name] = check.statistics.scores(out["logits"], out["features"])
@@ -134,10 +135,10 @@ def domain_report(args, check: DomainCheck, engine, known_outputs: dict, unknown
     return rows
 
 
-def _some_leaves(args) -> np.ndarray:
+def _some_leaves(args, size: int) -> np.ndarray:
     """A few known leaves to cut into shuffled patches (synthetic out-of-domain images)."""
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
-    return ds.load_pixels(data.paths[:: max(1, len(data.paths) // 40)][:40], 128)
+    return ds.load_pixels(data.paths[:: max(1, len(data.paths) // 40)][:40], size)
 
 
 def main(argv: list[str] | None = None) -> None:
