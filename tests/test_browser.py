@@ -30,7 +30,7 @@ if CHROMIUM is None:
     pytest.skip("no Chromium found: apt-get install chromium (or set PLANTNET_CHROMIUM)", allow_module_level=True)
 
 LABELS = dict(expected_samples())
-NOT_A_LEAF = "does not look like a leaf of a crop the model knows"
+NOT_A_LEAF = "does not look like a leaf of a crop"  # the service's message, or the page's own fallback
 TIMEOUT_MS = 30_000
 
 
