@@ -1,7 +1,8 @@
 """PlantNet API: upload leaf photos, get plant-disease diagnoses as JSON.
 
-Run it with ``gunicorn application:app`` (see Procfile and gunicorn.conf.py) or
-``flask --app application run``. The HTTP side lives in util/api, the diagnosis in util/service.
+Serve it with ``python -m util.server`` (the Procfile's command: waitress, safe against slow clients),
+or ``gunicorn application:app`` behind a buffering proxy, or ``flask --app application run`` to try
+it. The JSON API lives in util/api, the page in util/web, the diagnosis in util/service.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from util.model import ModelLoadError
 from util.service import DiagnosisService
 from util.web import web
 
-STARTUP_FAILED = 3  # gunicorn's "worker failed to boot": the master stops instead of respawning
+STARTUP_FAILED = 3  # util.server's exit code; gunicorn's "worker failed to boot" (the master stops, no respawn)
 
 log = logging.getLogger("plantnet")
 
