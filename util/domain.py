@@ -56,8 +56,10 @@ class DomainStatistics:
 
     def raw_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Higher means more like the training leaves; one value per row."""
-        z = features.astype(np.float64) @ self.whitening
-        squared = (z**2).sum(1)[:, None] - 2 * z @ self.class_means.T + (self.class_means**2).sum(1)[None, :]
+        # float32 throughout: a float64 product would copy the 2048 x 2048 whitening matrix on every call
+        z = features.astype(self.whitening.dtype, copy=False) @ self.whitening
+        means = self.class_means
+        squared = (z**2).sum(1)[:, None] - 2 * z @ means.T + (means**2).sum(1)[None, :]
         distance = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
         top = logits.max(axis=1, keepdims=True)
         energy = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
