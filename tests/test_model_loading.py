@@ -94,3 +94,18 @@ def test_corrupt_legacy_weights_are_refused_naming_the_file(tmp_path, content):
     (tmp_path / "inception_model_weights.h5").write_bytes(content)
     with pytest.raises(ModelLoadError, match=r"inception_model_weights\.h5 cannot be loaded"):
         load_keras_model(find_artifact(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_original_pair_gets_an_in_domain_calibration(legacy_dir, tmp_path, monkeypatch):
+    """`python -m util.training.calibrate` works on the Keras 2.4 pair too (its logits come from its features)."""
+    from tests.support import TINY_DATA, TINY_LABELS_TSV
+    from util.domain import DomainCheck
+    from util.model import find_artifact
+    from util.training import calibrate
+
+    model = shutil.copytree(legacy_dir, tmp_path / "original")
+    monkeypatch.setenv("PLANTNET_BACKEND", "tensorflow")
+    calibrate.main([str(model), "--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--val-fraction", "0.25"])
+    check = DomainCheck.for_artifact(find_artifact(model))
+    assert check.available and 0.0 <= check.threshold <= 1.0
