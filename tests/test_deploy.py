@@ -74,6 +74,7 @@ SERVE_PACKAGES = {
     "numpy",
     "openvino",
     "prometheus-client",
+    "threadpoolctl",
 }
 
 
