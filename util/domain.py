@@ -54,15 +54,19 @@ class DomainStatistics:
     energy_std: float
     reference: np.ndarray  # sorted raw scores of held-out known leaves (for the percentile score)
 
-    def raw_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Higher means more like the training leaves; one value per row."""
+    def signals(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distance to the nearest class mean, energy of the logits), one value each per row."""
         # float32 throughout: a float64 product would copy the 2048 x 2048 whitening matrix on every call
         z = features.astype(self.whitening.dtype, copy=False) @ self.whitening
         means = self.class_means
         squared = (z**2).sum(1)[:, None] - 2 * z @ means.T + (means**2).sum(1)[None, :]
-        distance = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
         top = logits.max(axis=1, keepdims=True)
         energy = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+        return np.sqrt(np.maximum(squared.min(axis=1), 0.0)), energy
+
+    def raw_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Higher means more like the training leaves; one value per row."""
+        distance, energy = self.signals(logits, features)
         return (energy - self.energy_mean) / self.energy_std - (distance - self.distance_mean) / self.distance_std
 
     def scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:

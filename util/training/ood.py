@@ -35,7 +35,7 @@ def fit_statistics(
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     whitening = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))[None, :]
     provisional = DomainStatistics(whitening, means @ whitening, 0.0, 1.0, 0.0, 1.0, np.zeros(1))
-    distance, energy = _signals(provisional, train_logits, train_features)
+    distance, energy = provisional.signals(train_logits, train_features)
     standardised = DomainStatistics(
         whitening,
         means @ whitening,
@@ -47,15 +47,6 @@ def fit_statistics(
     )
     reference = np.sort(standardised.raw_scores(reference_logits, reference_features))
     return DomainStatistics(**{**standardised.__dict__, "reference": reference})
-
-
-def _signals(stats: DomainStatistics, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distance to the nearest class mean, energy), one value each per row."""
-    z = features.astype(np.float64) @ stats.whitening
-    squared = (z**2).sum(1)[:, None] - 2 * z @ stats.class_means.T + (stats.class_means**2).sum(1)[None, :]
-    top = logits.max(axis=1, keepdims=True)
-    energy = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
-    return np.sqrt(np.maximum(squared.min(axis=1), 0.0)), energy
 
 
 def threshold_for(reference_scores: np.ndarray, acceptance: float = TARGET_ACCEPTANCE) -> float:
