@@ -9,7 +9,9 @@ in the model's ``model.json``. Prints top-1 / top-3 accuracy with its 95% interv
 precision and recall; for the in-domain verdict, per group of images (the known leaves, each
 sub-folder of --outliers, the classes the model does not know, synthetic images): AUROC, the
 false-positive rate at 95% true-positive rate and the accept/reject counts at the shipped
-threshold. Writes ``report.json``, ``confusion_matrix.png`` and ``in_domain_scores.png`` to --out.
+threshold. With --split validation and --outliers, also the field-photo proxy: validation leaves
+pasted onto the half of --outliers train.py never trains on (the same images train.py reports).
+Writes ``report.json``, ``confusion_matrix.png`` and ``in_domain_scores.png`` to --out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from util.engine import create_engine
 from util.model import find_artifact
 from util.training import dataset as ds
 from util.training import ood
+from util.training.augment import field_proxy_images
 from util.training.evaluation import Evaluation, per_class_table, plot_confusion, plot_scores, run_engine
 
 
@@ -101,6 +104,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         f"\n{len(targets)} images on {summary['backend']}: top-1 {100 * summary['top1']:.2f}% "
         f"(95% interval {100 * low:.1f}-{100 * high:.1f}), top-3 {100 * summary['top3']:.2f}%"
     )
+    if args.split == "validation" and args.outliers:
+        summary["field_proxy"] = field_proxy(args, engine, pixels, targets)
     if check.available:
         summary["in_domain"] = domain_report(args, check, engine, outputs, unknown_paths)
     else:
@@ -108,6 +113,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     (args.out / "report.json").write_text(json.dumps(summary, indent=1))
     print(f"report: {args.out / 'report.json'}")
     return summary
+
+
+def field_proxy(args: argparse.Namespace, engine, leaves: np.ndarray, targets: np.ndarray) -> dict:
+    """Top-1 on validation leaves pasted onto held-out non-leaf photos (train.py's field-photo proxy)."""
+    backgrounds = ds.load_pixels(ds.split_outliers(ds.list_images(args.outliers))[1], engine.input_size)
+    composited = field_proxy_images(leaves, backgrounds, args.seed)
+    top1 = float(np.mean(run_engine(engine.predict, composited)["probabilities"].argmax(1) == targets))
+    print(f"field-photo proxy: {len(targets)} validation leaves on held-out photos: top-1 {100 * top1:.2f}%")
+    return {"images": len(targets), "backgrounds": len(backgrounds), "top1": top1}
 
 
 def domain_report(args, check: DomainCheck, engine, known_outputs: dict, unknown_paths: list[Path]) -> list[dict]:

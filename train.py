@@ -206,22 +206,27 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
     return optimizer
 
 
-class StopAfterMinutes:
-    """Keras has no wall-clock budget callback: stop after the epoch that passes ``minutes``."""
+class WallClock:
+    """Keras has no wall-clock callback: log each epoch's seconds (for the card), stop after ``minutes``."""
 
     def __new__(cls, minutes: float):
         import keras
 
-        class _Stop(keras.callbacks.Callback):
+        class _WallClock(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 self.started = time.monotonic()
 
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_started = time.monotonic()
+
             def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    logs["seconds"] = round(time.monotonic() - self.epoch_started, 1)
                 if minutes and time.monotonic() - self.started >= 60 * minutes:
                     log.info("time budget of %.0f min reached after epoch %d: stopping", minutes, epoch + 1)
                     self.model.stop_training = True
 
-        return _Stop()
+        return _WallClock()
 
 
 def make_callbacks(config: TrainConfig):
@@ -234,9 +239,9 @@ def make_callbacks(config: TrainConfig):
         keras.callbacks.BackupAndRestore(work / "backup", delete_checkpoint=False),
         keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
         keras.callbacks.ModelCheckpoint(work / "best.keras", monitor="val_accuracy", save_best_only=True),
+        WallClock(config.max_minutes),  # before CSVLogger, which then writes the epoch's seconds
         keras.callbacks.CSVLogger(work / "history.csv", append=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience),
-        StopAfterMinutes(config.max_minutes),
     ]
 
 

@@ -46,6 +46,7 @@ def test_training_writes_a_complete_artifact(trained):
     assert json.loads((trained / "model.json").read_text())["input_size"] == 75
     card = (trained / "MODEL.md").read_text()
     assert "train.py" in card and "confusion_matrix.png" in card and "Tomato_Late blight" in card
+    assert "minutes of training" in card  # each epoch's wall time is logged and summed
     for picture in ("confusion_matrix.png", "training_curve.png", "in_domain_scores.png"):
         assert (trained / picture).read_bytes().startswith(b"\x89PNG"), picture
     assert json.loads((trained / "evaluation.json").read_text())["images"] == 3
@@ -107,6 +108,16 @@ def test_evaluate_reports_on_the_same_pipeline(trained, tmp_path):
         assert (tmp_path / name).exists(), name
 
 
+def test_evaluate_measures_the_field_proxy_train_reports(trained, tmp_path):
+    data = ("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--val-fraction", "0.25")
+    where = ("--model", str(trained), "--out", str(tmp_path), "--backend", "tensorflow")
+    split = ("--split", "validation", "--outliers", str(TINY_OUTLIERS))
+    summary = evaluate.evaluate(evaluate.parse_args([*data, *where, *split]))
+    from_training = json.loads((trained / "evaluation.json").read_text())["field_proxy"]
+    assert summary["field_proxy"]["images"] == summary["images"] == from_training["images"]
+    assert summary["field_proxy"]["top1"] == pytest.approx(from_training["top1"])
+
+
 def test_resume_refuses_to_overwrite_and_continues(trained, tmp_path_factory):
     work = trained.parent / "work"
     with pytest.raises(SystemExit, match="--resume"):
@@ -159,3 +170,17 @@ def test_classes_below_the_minimum_are_left_out_and_reported(tmp_path):
     assert data.labels == ["big"] and data.excluded == {"small": 1}
     with pytest.raises(ValueError, match="4 or more"):
         ds.scan_folder(tmp_path, {}, 4)
+
+
+def test_interpolate_moves_every_weight_the_given_share_of_the_way():
+    import keras
+
+    from util.training.finish import interpolate
+
+    def dense(value: float):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
+        return model
+
+    mixed = interpolate(dense(1.0), dense(3.0), 0.25)
+    assert all(np.allclose(w, 1.5) for w in mixed.get_weights())

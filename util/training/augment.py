@@ -140,6 +140,11 @@ def composite_onto(pixels: np.ndarray, masks: np.ndarray, backgrounds: np.ndarra
     return out
 
 
+def field_proxy_images(leaves: np.ndarray, backgrounds: np.ndarray, seed: int) -> np.ndarray:
+    """Leaves pasted onto photos never trained on: the stand-in for field photos we do not have."""
+    return composite_onto(leaves, leaf_masks(leaves), backgrounds, seed)
+
+
 def make_augmenter(config: AugmentConfig, backgrounds: np.ndarray, seed: int):
     """Return a tf.data map function: (uint8 pixels, uint8 mask, soft target) batch -> (scaled pixels, target)."""
     import tensorflow as tf

@@ -24,6 +24,7 @@ class CardFacts:
     threshold: float
     target_acceptance: float
     field_proxy: dict = field(default_factory=dict)
+    candidates: list[tuple[str, float, float, float | None]] = field(default_factory=list)  # name, before, after, proxy
     machine: str = ""
 
 
@@ -54,7 +55,10 @@ def results_section(facts: CardFacts) -> str:
 {chr(10).join(rows)}
 
 Shipped: the {name} after batch-norm recalibration (validation top-1 {_pct(before, 2)} before,
-{_pct(after, 2)} after). Epochs run: {len(facts.history)} of {config.epochs}. Machine: {facts.machine}.
+{_pct(after, 2)} after). Epochs run: {len(facts.history)} of {config.epochs}{_training_time(facts.history)}.
+Machine: {facts.machine}.
+
+{_candidate_table(facts.candidates)}
 
 ![confusion matrix on the validation split](confusion_matrix.png)
 
@@ -64,6 +68,24 @@ Weakest classes by recall: {", ".join(f"{r['label']} ({_pct(r['recall'], 0)})" f
 
 {per_class_table(facts.evaluation, facts.train_counts)}
 """
+
+
+def _candidate_table(candidates: list[tuple[str, float, float, float | None]]) -> str:
+    rows = "\n".join(
+        f"| {name} | {_pct(before, 2)} | {_pct(after, 2)} | {_pct(proxy, 2)} |"
+        for name, before, after, proxy in candidates
+    )
+    return f"""Candidates compared (validation top-1; the best one ships):
+
+| candidate | before recalibration | after | field-photo proxy |
+|---|---:|---:|---:|
+{rows}
+"""
+
+
+def _training_time(history: list[dict]) -> str:
+    seconds = [float(h["seconds"]) for h in history if h.get("seconds")]
+    return f", {sum(seconds) / 60:.0f} minutes of training" if len(seconds) == len(history) and seconds else ""
 
 
 def _domain_row(row: dict) -> str:

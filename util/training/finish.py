@@ -19,7 +19,7 @@ import numpy as np
 from util import model as model_dir
 from util.domain import METHOD, DomainStatistics
 from util.training import card, ood
-from util.training.augment import composite_onto
+from util.training.augment import field_proxy_images
 from util.training.dataset import class_counts
 from util.training.evaluation import Evaluation, plot_confusion, plot_history, plot_scores, run_engine
 from util.training.recalibrate import recalibrate_batch_norm
@@ -34,6 +34,7 @@ class Candidate:
     model: object  # the float32 serving model (probabilities out)
     before: float
     after: float
+    field_proxy: float | None = None
 
 
 def serving_model(trained, input_size: int, num_classes: int):
@@ -66,25 +67,50 @@ def top1(model, pixels: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(outputs["probabilities"].argmax(1) == targets))
 
 
-def choose_candidate(config, data, trained) -> Candidate:
-    """Recalibrate batch norm of the last and the best epoch; keep the better on validation."""
+def interpolate(start, end, weight: float):
+    """Weights ``weight`` of the way from ``start`` to ``end`` (WiSE-FT, Wortsman et al. 2022): a fine-tune's
+    robustness gains with less of its loss on the original distribution."""
+    mixed = [(1 - weight) * a + weight * b for a, b in zip(start.get_weights(), end.get_weights(), strict=True)]
+    end.set_weights(mixed)
+    return end
+
+
+def candidate_sources(config, trained) -> dict:
+    """The last epoch, the best-checkpointed epoch and, for a fine-tune, the halfway point from its start."""
     import keras
 
-    classes = len(data.dataset.labels)
-    val_pixels, val_targets = data.pixels[data.val_idx], data.dataset.targets[data.val_idx]
     sources = {"last epoch": trained}
     best_path = config.work_dir / "best.keras"
     if best_path.exists():
         sources["best epoch"] = keras.saving.load_model(best_path, compile=False)
+    if config.init_from is not None:
+        start = keras.saving.load_model(config.init_from, compile=False)
+        halfway = keras.models.clone_model(trained)
+        halfway.set_weights(trained.get_weights())
+        sources["halfway from the starting weights to the last epoch"] = interpolate(start, halfway, 0.5)
+    return sources
+
+
+def choose_candidate(config, data, trained) -> tuple[Candidate, list[Candidate]]:
+    """Recalibrate batch norm of every candidate; keep the best on validation, report all."""
+    classes = len(data.dataset.labels)
+    val_pixels, val_targets = data.pixels[data.val_idx], data.dataset.targets[data.val_idx]
     candidates = []
-    for name, source in sources.items():
+    for name, source in candidate_sources(config, trained).items():
         model = serving_model(source, config.input_size, classes)
         before = top1(model, val_pixels, val_targets)
         recalibrate_batch_norm(model, data.pixels[data.train_idx], config.seed)
         after = top1(model, val_pixels, val_targets)
-        log.info("%s: validation top-1 %.4f before, %.4f after batch-norm recalibration", name, before, after)
-        candidates.append(Candidate(name, model, before, after))
-    return max(candidates, key=lambda c: c.after)
+        proxy = field_proxy(model, data, config.seed).get("top1")
+        log.info(
+            "%s: validation top-1 %.4f before, %.4f after batch-norm recalibration; field proxy %s",
+            name,
+            before,
+            after,
+            proxy,
+        )
+        candidates.append(Candidate(name, model, before, after, proxy))
+    return max(candidates, key=lambda c: c.after), candidates
 
 
 def outlier_groups(config, data) -> dict[str, np.ndarray]:
@@ -134,10 +160,8 @@ def field_proxy(model, data, seed: int) -> dict:
     """Validation leaves pasted onto held-out non-leaf photos: a stand-in for field photos."""
     if not len(data.held_out_outliers):
         return {}
-    from util.training.augment import leaf_masks
-
     pixels = data.pixels[data.val_idx]
-    composited = composite_onto(pixels, leaf_masks(pixels), data.held_out_outliers, seed)
+    composited = field_proxy_images(pixels, data.held_out_outliers, seed)
     probabilities = run_engine(engine_for(model), composited)["probabilities"]
     hits = int(np.sum(probabilities.argmax(1) == data.dataset.targets[data.val_idx]))
     return {"images": len(pixels), "top1": hits / len(pixels), "pixels": composited[:8]}
@@ -153,7 +177,7 @@ def read_history(work_dir: Path) -> list[dict]:
 
 def finish(config, data, trained) -> Path:
     """Write the model directory, its evaluation, calibration, pictures and model card."""
-    chosen = choose_candidate(config, data, trained)
+    chosen, candidates = choose_candidate(config, data, trained)
     out = config.out
     labels = data.dataset.labels
     version = date.today().isoformat()
@@ -190,6 +214,10 @@ def finish(config, data, trained) -> Path:
                 "split": "validation",
                 "in_domain": domain_report,
                 "field_proxy": {k: v for k, v in proxy.items() if k != "pixels"},
+                "candidates": [
+                    {"name": c.name, "top1_before": c.before, "top1": c.after, "field_proxy": c.field_proxy}
+                    for c in candidates
+                ],
             },
             indent=1,
         )
@@ -215,6 +243,7 @@ def finish(config, data, trained) -> Path:
         n_outliers_train=len(data.outliers),
         evaluation=evaluation,
         candidate=(chosen.name, chosen.before, chosen.after),
+        candidates=[(c.name, c.before, c.after, c.field_proxy) for c in candidates],
         history=history,
         parameters=chosen.model.count_params(),
         domain_report=domain_report,
