@@ -183,4 +183,4 @@ def test_interpolate_moves_every_weight_the_given_share_of_the_way():
         return model
 
     mixed = interpolate(dense(1.0), dense(3.0), 0.25)
-    assert all(np.allclose(w, 1.5) for w in mixed.get_weights())
+    assert all(np.allclose(w, 1.5) for w in mixed)

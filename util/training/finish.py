@@ -67,12 +67,10 @@ def top1(model, pixels: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(outputs["probabilities"].argmax(1) == targets))
 
 
-def interpolate(start, end, weight: float):
+def interpolate(start, end, weight: float) -> list[np.ndarray]:
     """Weights ``weight`` of the way from ``start`` to ``end`` (WiSE-FT, Wortsman et al. 2022): a fine-tune's
     robustness gains with less of its loss on the original distribution."""
-    mixed = [(1 - weight) * a + weight * b for a, b in zip(start.get_weights(), end.get_weights(), strict=True)]
-    end.set_weights(mixed)
-    return end
+    return [(1 - weight) * a + weight * b for a, b in zip(start.get_weights(), end.get_weights(), strict=True)]
 
 
 def candidate_sources(config, trained) -> dict:
@@ -86,8 +84,8 @@ def candidate_sources(config, trained) -> dict:
     if config.init_from is not None:
         start = keras.saving.load_model(config.init_from, compile=False)
         halfway = keras.models.clone_model(trained)
-        halfway.set_weights(trained.get_weights())
-        sources["halfway from the starting weights to the last epoch"] = interpolate(start, halfway, 0.5)
+        halfway.set_weights(interpolate(start, trained, 0.5))
+        sources["halfway from the starting weights to the last epoch"] = halfway
     return sources
 
 
@@ -95,13 +93,14 @@ def choose_candidate(config, data, trained) -> tuple[Candidate, list[Candidate]]
     """Recalibrate batch norm of every candidate; keep the best on validation, report all."""
     classes = len(data.dataset.labels)
     val_pixels, val_targets = data.pixels[data.val_idx], data.dataset.targets[data.val_idx]
+    proxy_pixels = field_proxy_set(data, config.seed)  # built once: the same images judge every candidate
     candidates = []
     for name, source in candidate_sources(config, trained).items():
         model = serving_model(source, config.input_size, classes)
         before = top1(model, val_pixels, val_targets)
         recalibrate_batch_norm(model, data.pixels[data.train_idx], config.seed)
         after = top1(model, val_pixels, val_targets)
-        proxy = field_proxy(model, data, config.seed).get("top1")
+        proxy = None if proxy_pixels is None else top1(model, proxy_pixels, val_targets)
         log.info(
             "%s: validation top-1 %.4f before, %.4f after batch-norm recalibration; field proxy %s",
             name,
@@ -156,15 +155,11 @@ def calibrate(model, data, groups: dict[str, np.ndarray], seed: int) -> tuple[Do
     return stats, threshold, scores
 
 
-def field_proxy(model, data, seed: int) -> dict:
-    """Validation leaves pasted onto held-out non-leaf photos: a stand-in for field photos."""
+def field_proxy_set(data, seed: int) -> np.ndarray | None:
+    """Validation leaves pasted onto held-out non-leaf photos (a stand-in for field photos); None without them."""
     if not len(data.held_out_outliers):
-        return {}
-    pixels = data.pixels[data.val_idx]
-    composited = field_proxy_images(pixels, data.held_out_outliers, seed)
-    probabilities = run_engine(engine_for(model), composited)["probabilities"]
-    hits = int(np.sum(probabilities.argmax(1) == data.dataset.targets[data.val_idx]))
-    return {"images": len(pixels), "top1": hits / len(pixels), "pixels": composited[:8]}
+        return None
+    return field_proxy_images(data.pixels[data.val_idx], data.held_out_outliers, seed)
 
 
 def read_history(work_dir: Path) -> list[dict]:
@@ -205,7 +200,7 @@ def finish(config, data, trained) -> Path:
             "calibrated_on": f"validation split, {len(known)} images",
         },
     )
-    proxy = field_proxy(chosen.model, data, config.seed)
+    proxy = {} if chosen.field_proxy is None else {"images": len(data.val_idx), "top1": chosen.field_proxy}
     history = read_history(config.work_dir)
     (out / "evaluation.json").write_text(
         json.dumps(
@@ -213,7 +208,7 @@ def finish(config, data, trained) -> Path:
                 **summary,
                 "split": "validation",
                 "in_domain": domain_report,
-                "field_proxy": {k: v for k, v in proxy.items() if k != "pixels"},
+                "field_proxy": proxy,
                 "candidates": [
                     {"name": c.name, "top1_before": c.before, "top1": c.after, "field_proxy": c.field_proxy}
                     for c in candidates
@@ -249,7 +244,7 @@ def finish(config, data, trained) -> Path:
         domain_report=domain_report,
         threshold=threshold,
         target_acceptance=ood.TARGET_ACCEPTANCE,
-        field_proxy={k: v for k, v in proxy.items() if k != "pixels"},
+        field_proxy=proxy,
         machine=f"{platform.machine()}, {_cpu_count()} CPU cores, no GPU",
     )
     (out / "MODEL.md").write_text(card.render(facts), encoding="utf-8")
