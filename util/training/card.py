@@ -175,7 +175,8 @@ weight EMA (momentum {config.ema_momentum:g}), label smoothing {config.label_smo
 epochs{f", started from {config.init_from}" if config.init_from else ""}. Keras callbacks:
 BackupAndRestore (`--resume`), ModelCheckpoint, EarlyStopping (patience {config.patience}),
 CSVLogger, TerminateOnNaN. After training, batch-norm statistics are recomputed on unaugmented
-training images ("precise BN"), the last and the best epoch are compared, and the in-domain
+training images ("precise BN"), the candidates above are compared (the last and the best epoch, and
+for a fine-tune the halfway point between its start and its last epoch), and the in-domain
 statistics are fitted on the training images and calibrated on the validation split.
 
 ## Known limits
