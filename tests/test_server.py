@@ -17,6 +17,7 @@ def test_options_default_to_loopback_and_open_up_where_a_platform_sets_port():
     assert ServerOptions.from_env({}) == ServerOptions(host="127.0.0.1", port=5000)
     assert ServerOptions.from_env({"PORT": "8080"}).host == "0.0.0.0"
     assert ServerOptions.from_env({"PORT": "8080", "HOST": "127.0.0.1"}).host == "127.0.0.1"
+    assert ServerOptions.from_env({"PORT": ""}) == ServerOptions.from_env({})  # empty is unset
     tuned = ServerOptions.from_env(
         {
             "PLANTNET_SERVER_THREADS": "4",

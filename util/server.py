@@ -52,7 +52,7 @@ class ServerOptions:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerOptions:
         environ = os.environ if environ is None else environ
-        default_host = "0.0.0.0" if "PORT" in environ else "127.0.0.1"
+        default_host = "0.0.0.0" if environ.get("PORT") else "127.0.0.1"  # empty PORT = unset, as for the port
         return cls(
             host=environ.get("HOST") or default_host,
             port=_number(environ, "PORT", 5000),
