@@ -40,9 +40,7 @@ def main() -> None:
     indices = np.arange(len(data.paths))
     if args.split == "validation":
         indices = ds.stratified_split(data.targets, args.val_fraction, args.seed)[1]
-    known = {label: i for i, label in enumerate(artifact.labels)}
-    indices = [i for i in indices if data.labels[data.targets[i]] in known]
-    targets = np.array([known[data.labels[data.targets[i]]] for i in indices])
+    indices, targets = ds.restrict_to_labels(data, indices, artifact.labels)
     size = engines["tensorflow/f32"].input_size
     pixels = ds.load_pixels([data.paths[i] for i in indices], size)
     scores = {name: run_engine(engine.predict, pixels)["probabilities"] for name, engine in engines.items()}

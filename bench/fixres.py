@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from util.model import find_artifact
 from util.training import dataset as ds
 from util.training.finish import serving_model, top1
@@ -33,12 +31,10 @@ def main() -> None:
     trained = keras.saving.load_model(args.model / "model.keras", compile=False)
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
     train_idx, val_idx = ds.stratified_split(data.targets, args.val_fraction, args.seed)
-    known = {label: i for i, label in enumerate(artifact.labels)}
-    val_idx = [i for i in val_idx if data.labels[data.targets[i]] in known]
-    train_idx = [i for i in train_idx if data.labels[data.targets[i]] in known]
-    targets = np.array([known[data.labels[data.targets[i]]] for i in val_idx])
+    val_idx, targets = ds.restrict_to_labels(data, val_idx, artifact.labels)
+    train_idx, _ = ds.restrict_to_labels(data, train_idx, artifact.labels)
     for size in args.sizes:
-        model = serving_model(trained, size, len(known))
+        model = serving_model(trained, size, len(artifact.labels))
         validation = ds.load_pixels([data.paths[i] for i in val_idx], size)
         before = top1(model, validation, targets)
         training = ds.load_pixels([data.paths[i] for i in train_idx], size)

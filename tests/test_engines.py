@@ -57,3 +57,27 @@ def test_openvino_agrees_with_tensorflow_on_the_shipped_model(openvino_cache, pr
     print(f"shipped model, OpenVINO {precision}: top-1 agreement {agreement:.3f}, largest difference {largest:.5f}")
     assert agreement >= 0.99
     assert largest < (1e-3 if precision == "f32" else 0.1)
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_test_time_views_average_the_probabilities_of_each_orientation(tiny_model_dir, openvino_cache, views):
+    artifact = find_artifact(tiny_model_dir)
+    settings = Settings(model_dir=tiny_model_dir, cache_dir=openvino_cache, backend="tensorflow")
+    plain = create_engine(artifact, settings)
+    averaged = create_engine(artifact, Settings(**{**vars(settings), "test_time_views": views}))
+    assert averaged.name == f"tensorflow+{views}views" and averaged.input_size == plain.input_size
+    batch = sample_batch(plain.input_size)
+    orientations = [batch, batch[:, :, ::-1], batch[:, ::-1], batch[:, ::-1, ::-1]][:views]
+    expected = np.mean([plain.predict(np.ascontiguousarray(view))["probabilities"] for view in orientations], axis=0)
+    got = averaged.predict(batch)
+    np.testing.assert_allclose(got["probabilities"], expected, atol=1e-5)
+    np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-5)
+    own = plain.predict(batch)  # the in-domain verdict's inputs stay the photo's own
+    for name in ("logits", "features"):
+        np.testing.assert_allclose(got[name], own[name], atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("raw", ["3", "0", "two"])
+def test_test_time_views_other_than_1_2_or_4_are_refused(raw):
+    with pytest.raises(ValueError, match="PLANTNET_TEST_TIME_VIEWS"):
+        Settings.from_env({"PLANTNET_TEST_TIME_VIEWS": raw})

@@ -172,6 +172,13 @@ def test_classes_below_the_minimum_are_left_out_and_reported(tmp_path):
         ds.scan_folder(tmp_path, {}, 4)
 
 
+def test_restricting_to_a_models_labels_keeps_its_classes_in_its_order():
+    names = ["a", "b", "c"]
+    data = ds.Dataset(paths=[], targets=np.array([0, 1, 2, 1]), labels=names, folders=names, excluded={})
+    indices, targets = ds.restrict_to_labels(data, [0, 1, 2, 3], ["b", "a"])
+    assert indices == [0, 1, 3] and targets.tolist() == [1, 0, 0]
+
+
 def test_interpolate_moves_every_weight_the_given_share_of_the_way():
     import keras
 
@@ -184,3 +191,23 @@ def test_interpolate_moves_every_weight_the_given_share_of_the_way():
 
     mixed = interpolate(dense(1.0), dense(3.0), 0.25)
     assert all(np.allclose(w, 1.5) for w in mixed)
+
+
+def test_a_best_checkpoint_equal_to_the_last_epoch_is_scored_once(tmp_path):
+    from types import SimpleNamespace
+
+    import keras
+
+    from util.training.finish import candidate_sources
+
+    def dense(value: float):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
+        return model
+
+    config = SimpleNamespace(work_dir=tmp_path, init_from=None)
+    last = dense(2.0)
+    last.save(tmp_path / "best.keras")
+    assert list(candidate_sources(config, last)) == ["last epoch (also the best)"]
+    dense(1.0).save(tmp_path / "best.keras")
+    assert list(candidate_sources(config, last)) == ["last epoch", "best epoch"]

@@ -10,6 +10,7 @@ from typing import Any
 
 ENV_PREFIX = "PLANTNET_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEST_TIME_VIEWS = (1, 2, 4)  # the photo; and its mirror image; and both upside down (util.engine.VIEWS)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Settings:
     precision: str = "auto"  # OpenVINO: auto (shipped int8 IR, else bf16 if the CPU has it, else f32), bf16, f32, int8
     cache_dir: Path | None = None  # converted OpenVINO models; default <model_dir>/.cache
     inference_threads: int = 0  # 0: let the engine use every core
+    test_time_views: int = 1  # 1; 2: also the mirror image; 4: also upside down. Averaged; that many times the work
     max_batch_size: int = 16
     max_wait_ms: float = 4.0
     max_queue: int = 64  # images waiting for the engine; beyond it new work is refused with 503
@@ -64,6 +66,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"PLANTNET_{name.upper()} must be at least 1")
+        if self.test_time_views not in TEST_TIME_VIEWS:
+            raise ValueError(f"PLANTNET_TEST_TIME_VIEWS must be one of {', '.join(map(str, TEST_TIME_VIEWS))}")
         if self.max_images_per_request > self.max_queue:
             raise ValueError("PLANTNET_MAX_IMAGES_PER_REQUEST must not exceed PLANTNET_MAX_QUEUE")
         if not 1 <= self.default_top_k <= self.max_top_k:

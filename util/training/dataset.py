@@ -97,6 +97,13 @@ def load_pixels(paths: Sequence[Path], size: int, cache_dir: Path | None = None)
     return pixels
 
 
+def restrict_to_labels(dataset: Dataset, indices: Sequence[int], labels: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """The images among ``indices`` of a class in ``labels`` (a model's), and their targets in that order."""
+    known = {label: i for i, label in enumerate(labels)}
+    kept = [int(i) for i in indices if dataset.labels[dataset.targets[i]] in known]
+    return kept, np.array([known[dataset.labels[dataset.targets[i]]] for i in kept], dtype=np.int64)
+
+
 def class_counts(dataset: Dataset, indices: np.ndarray) -> Counter:
     return Counter(dataset.labels[t] for t in dataset.targets[indices])
 

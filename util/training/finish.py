@@ -73,6 +73,11 @@ def interpolate(start, end, weight: float) -> list[np.ndarray]:
     return [(1 - weight) * a + weight * b for a, b in zip(start.get_weights(), end.get_weights(), strict=True)]
 
 
+def same_weights(a, b) -> bool:
+    """Whether two models of one architecture hold identical weights."""
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+
 def candidate_sources(config, trained) -> dict:
     """The last epoch, the best-checkpointed epoch and, for a fine-tune, the halfway point from its start."""
     import keras
@@ -80,7 +85,11 @@ def candidate_sources(config, trained) -> dict:
     sources = {"last epoch": trained}
     best_path = config.work_dir / "best.keras"
     if best_path.exists():
-        sources["best epoch"] = keras.saving.load_model(best_path, compile=False)
+        best = keras.saving.load_model(best_path, compile=False)
+        if same_weights(best, trained):  # scoring it again would cost minutes and add a duplicate row
+            sources = {"last epoch (also the best)": trained}
+        else:
+            sources["best epoch"] = best
     if config.init_from is not None:
         start = keras.saving.load_model(config.init_from, compile=False)
         halfway = keras.models.clone_model(trained)
