@@ -48,15 +48,21 @@ class TrainConfig:
     label_smoothing: float = 0.05
     ema_momentum: float = 0.998
     val_fraction: float = 0.1
-    seed: int = 1337
+    seed: int = 1337  # the validation split's seed: every run to be compared must share it
+    train_seed: int | None = None  # initialisation, shuffling, augmentation; None: same as ``seed``
     min_images: int = 10
     patience: int = 20
     max_minutes: float = 0.0
     precision: str = "mixed_bfloat16"
     init_from: Path | None = None
+    finish_from: Path | None = None
     resume: bool = False
     verbose: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def training_seed(self) -> int:
+        return self.seed if self.train_seed is None else self.train_seed
 
     @property
     def command(self) -> str:
@@ -75,8 +81,18 @@ def parse_args(argv: list[str]) -> TrainConfig:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("learning_rate", "weight_decay", "warmup_epochs", "label_smoothing", "ema_momentum", "max_minutes"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        help="seed of initialisation, shuffling and augmentation (default: --seed); a second seed keeps the split",
+    )
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default=defaults.precision)
     p.add_argument("--init-from", type=Path, help="start from the weights of this .keras model (same architecture)")
+    p.add_argument(
+        "--finish-from",
+        type=Path,
+        help="skip training: recalibrate, evaluate, calibrate and write these .keras weights (e.g. a model soup)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
     args = vars(p.parse_args(argv))
     config = TrainConfig(**args)
@@ -137,7 +153,7 @@ def make_datasets(config: TrainConfig, data: TrainingData):
     idx = data.train_idx
     leaves = tf.data.Dataset.from_tensor_slices(
         (data.pixels[idx], data.masks[idx], tf.one_hot(data.dataset.targets[idx], classes))
-    ).shuffle(len(idx), seed=config.seed, reshuffle_each_iteration=True)
+    ).shuffle(len(idx), seed=config.training_seed, reshuffle_each_iteration=True)
     parts, weights = [leaves.repeat()], [1.0]
     backgrounds = data.outliers if len(data.outliers) else data.pixels[idx][:1] * 0 + 127
     if len(data.outliers) and config.augment.outlier_share > 0:
@@ -147,13 +163,13 @@ def make_datasets(config: TrainConfig, data: TrainingData):
                 np.zeros((*data.outliers.shape[:3], 1), np.uint8),
                 np.full((len(data.outliers), classes), 1.0 / classes, np.float32),
             )
-        ).shuffle(len(data.outliers), seed=config.seed + 1, reshuffle_each_iteration=True)
+        ).shuffle(len(data.outliers), seed=config.training_seed + 1, reshuffle_each_iteration=True)
         parts.append(outliers.repeat())
         weights = [1.0 - config.augment.outlier_share, config.augment.outlier_share]
     train = (
-        tf.data.Dataset.sample_from_datasets(parts, weights, seed=config.seed)
+        tf.data.Dataset.sample_from_datasets(parts, weights, seed=config.training_seed)
         .batch(config.batch_size, drop_remainder=True)
-        .map(make_augmenter(config.augment, backgrounds, config.seed), num_parallel_calls=1)
+        .map(make_augmenter(config.augment, backgrounds, config.training_seed), num_parallel_calls=1)
         .prefetch(2)
     )
     val = (
@@ -280,15 +296,18 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = parse_args(sys.argv[1:] if argv is None else argv)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.training_seed)
     keras.mixed_precision.set_global_policy(config.precision)
     backup = config.work_dir / "backup"
-    if backup.exists() and not config.resume:
+    if backup.exists() and not config.resume and config.finish_from is None:
         raise SystemExit(f"{config.work_dir} holds a run: pass --resume or a new --work-dir")
     config.work_dir.mkdir(parents=True, exist_ok=True)
     (config.work_dir / "config.txt").write_text(repr(asdict(config)) + "\n")
     data = load_data(config)
-    trained = fit(config, data)
+    if config.finish_from is not None:
+        trained = keras.saving.load_model(config.finish_from, compile=False)
+    else:
+        trained = fit(config, data)
     from util.training.finish import finish
 
     finish(config, data, trained)

@@ -205,9 +205,40 @@ def test_a_best_checkpoint_equal_to_the_last_epoch_is_scored_once(tmp_path):
         model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
         return model
 
-    config = SimpleNamespace(work_dir=tmp_path, init_from=None)
+    config = SimpleNamespace(work_dir=tmp_path, init_from=None, finish_from=None)
     last = dense(2.0)
     last.save(tmp_path / "best.keras")
     assert list(candidate_sources(config, last)) == ["last epoch (also the best)"]
     dense(1.0).save(tmp_path / "best.keras")
     assert list(candidate_sources(config, last)) == ["last epoch", "best epoch"]
+
+
+def test_a_second_training_seed_keeps_the_validation_split(tmp_path):
+    first = train.parse_args(tiny_training_args(tmp_path / "a", tmp_path / "work-a"))
+    second = train.parse_args(tiny_training_args(tmp_path / "b", tmp_path / "work-b", "--train-seed", "7"))
+    assert (first.training_seed, second.training_seed) == (first.seed, 7)
+    split_a, split_b = train.load_data(first), train.load_data(second)
+    assert np.array_equal(split_a.val_idx, split_b.val_idx) and np.array_equal(split_a.train_idx, split_b.train_idx)
+
+
+def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
+    from util.training.soup import main as soup
+
+    weights = tmp_path / "soup.keras"
+    soup([str(trained / "model.keras"), str(trained / "model.keras"), "--out", str(weights)])
+    out = tmp_path / "finished"
+    train.main(tiny_training_args(out, tmp_path / "work", "--finish-from", str(weights)))
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert [c["name"] for c in evaluation["candidates"]] == ["the given weights (soup.keras)"]
+    assert evaluation["images"] == 3 and (out / DOMAIN_FILE).exists()
+    assert find_artifact(out).labels == find_artifact(trained).labels
+
+
+def test_a_soup_needs_shares_that_sum_to_one():
+    import keras
+
+    from util.training.soup import weighted_average
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="summing to 1"):
+        weighted_average([model, model], [0.5, 0.6])

@@ -171,7 +171,7 @@ Augmentation (training only, util/training/augment.py):
 AdamW (learning rate {config.learning_rate:g}, {config.warmup_epochs:g} warm-up epochs, cosine decay;
 weight decay {config.weight_decay:g}, not on batch-norm parameters or biases), global-norm clipping 1.0,
 weight EMA (momentum {config.ema_momentum:g}), label smoothing {config.label_smoothing:g}, batch
-{config.batch_size}, {config.precision} with float32 logits, seed {config.seed}, up to {config.epochs}
+{config.batch_size}, {config.precision} with float32 logits, training seed {config.training_seed}, up to {config.epochs}
 epochs{f", started from {config.init_from}" if config.init_from else ""}. Keras callbacks:
 BackupAndRestore (`--resume`), ModelCheckpoint, EarlyStopping (patience {config.patience}),
 CSVLogger, TerminateOnNaN. After training, batch-norm statistics are recomputed on unaugmented

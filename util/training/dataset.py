@@ -32,7 +32,12 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
     parser.add_argument("--labels", type=Path, help="folder<TAB>display label file (labels.tsv)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each class held out")
-    parser.add_argument("--seed", type=int, default=1337, help="seed of the split (and of training)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1337,
+        help="seed of the validation split (train.py: also of training; see --train-seed)",
+    )
 
 
 def read_label_map(path: Path | None) -> dict[str, str]:

@@ -23,6 +23,7 @@ from util.training.augment import field_proxy_images
 from util.training.dataset import class_counts
 from util.training.evaluation import Evaluation, plot_confusion, plot_history, plot_scores, run_engine
 from util.training.recalibrate import recalibrate_batch_norm
+from util.training.soup import weighted_average
 
 log = logging.getLogger("train")
 DEFAULT_OUTLIER_GROUPS = ("far", "near", "background")
@@ -70,7 +71,7 @@ def top1(model, pixels: np.ndarray, targets: np.ndarray) -> float:
 def interpolate(start, end, weight: float) -> list[np.ndarray]:
     """Weights ``weight`` of the way from ``start`` to ``end`` (WiSE-FT, Wortsman et al. 2022): a fine-tune's
     robustness gains with less of its loss on the original distribution."""
-    return [(1 - weight) * a + weight * b for a, b in zip(start.get_weights(), end.get_weights(), strict=True)]
+    return weighted_average([start, end], [1 - weight, weight])
 
 
 def same_weights(a, b) -> bool:
@@ -79,9 +80,12 @@ def same_weights(a, b) -> bool:
 
 
 def candidate_sources(config, trained) -> dict:
-    """The last epoch, the best-checkpointed epoch and, for a fine-tune, the halfway point from its start."""
+    """The last epoch, the best-checkpointed epoch and, for a fine-tune, the halfway point from its start;
+    with --finish-from, only the given weights."""
     import keras
 
+    if config.finish_from is not None:
+        return {f"the given weights ({config.finish_from.name})": trained}
     sources = {"last epoch": trained}
     best_path = config.work_dir / "best.keras"
     if best_path.exists():

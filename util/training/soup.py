@@ -1,0 +1,56 @@
+"""Average the weights of models fine-tuned from one start: a uniform "model soup" (Wortsman et al. 2022).
+
+    python -m util.training.soup runs/model-s1/model.keras runs/model-s2/model.keras --out runs/soup.keras
+
+Runs that share their starting weights (train.py --init-from) and differ only in --train-seed stay
+in one basin of the loss, so the average of their weights is a model in its own right, usually a
+little better than either. Its batch-norm statistics are stale: finish it with
+``train.py --finish-from runs/soup.keras`` (recalibration, evaluation, calibration, card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("soup")
+
+
+def weighted_average(models: Sequence, shares: Sequence[float]) -> list[np.ndarray]:
+    """Each weight of ``models`` (one architecture) averaged with ``shares`` (summing to 1)."""
+    if len(models) != len(shares) or not np.isclose(sum(shares), 1.0):
+        raise ValueError("one share per model, summing to 1")
+    per_model = [m.get_weights() for m in models]
+    return [sum(s * w for s, w in zip(shares, ws, strict=True)) for ws in zip(*per_model, strict=True)]
+
+
+def make_soup(paths: Sequence[Path], out: Path):
+    """Load the .keras models at ``paths``, average their weights uniformly, save the result at ``out``."""
+    import keras
+
+    models = [keras.saving.load_model(p, compile=False) for p in paths]
+    soup = keras.models.clone_model(models[0])
+    soup.set_weights(weighted_average(models, [1.0 / len(models)] * len(models)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    soup.save(out)
+    log.info("averaged %d models into %s", len(models), out)
+    return soup
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", type=Path, nargs="+", help=".keras models of one architecture and one start")
+    p.add_argument("--out", type=Path, required=True, help=".keras file to write")
+    args = p.parse_args(argv)
+    if len(args.models) < 2:
+        p.error("a soup needs two or more models")
+    make_soup(args.models, args.out)
+
+
+if __name__ == "__main__":
+    main()
