@@ -232,6 +232,8 @@ def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
     assert [c["name"] for c in evaluation["candidates"]] == ["the given weights (soup.keras)"]
     assert evaluation["images"] == 3 and (out / DOMAIN_FILE).exists()
     assert find_artifact(out).labels == find_artifact(trained).labels
+    card = (out / "MODEL.md").read_text()
+    assert "uniform average of the weights of 2 models (a model soup)" in card and "validation top-1" in card
 
 
 def test_a_soup_needs_shares_that_sum_to_one():

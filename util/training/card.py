@@ -26,6 +26,7 @@ class CardFacts:
     field_proxy: dict = field(default_factory=dict)
     candidates: list[tuple[str, float, float, float | None]] = field(default_factory=list)  # name, before, after, proxy
     machine: str = ""
+    origin: str = ""  # with --finish-from: where the given weights came from (util.training.soup.describe)
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -55,7 +56,7 @@ def results_section(facts: CardFacts) -> str:
 {chr(10).join(rows)}
 
 Shipped: the {name} after batch-norm recalibration (validation top-1 {_pct(before, 2)} before,
-{_pct(after, 2)} after). Epochs run: {len(facts.history)} of {config.epochs}{_training_time(facts.history)}.
+{_pct(after, 2)} after). {_provenance(facts)}
 Machine: {facts.machine}.
 
 {_candidate_table(facts.candidates)}
@@ -81,6 +82,14 @@ def _candidate_table(candidates: list[tuple[str, float, float, float | None]]) -
 |---|---:|---:|---:|
 {rows}
 """
+
+
+def _provenance(facts: CardFacts) -> str:
+    config = facts.config
+    if config.finish_from is not None:
+        made = facts.origin or "made outside this run"
+        return f"Not trained by this command: it finished the weights in `{config.finish_from}`, {made}."
+    return f"Epochs run: {len(facts.history)} of {config.epochs}{_training_time(facts.history)}."
 
 
 def _training_time(history: list[dict]) -> str:

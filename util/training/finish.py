@@ -23,7 +23,7 @@ from util.training.augment import field_proxy_images
 from util.training.dataset import class_counts
 from util.training.evaluation import Evaluation, plot_confusion, plot_history, plot_scores, run_engine
 from util.training.recalibrate import recalibrate_batch_norm
-from util.training.soup import weighted_average
+from util.training.soup import describe, weighted_average
 
 log = logging.getLogger("train")
 DEFAULT_OUTLIER_GROUPS = ("far", "near", "background")
@@ -259,6 +259,7 @@ def finish(config, data, trained) -> Path:
         target_acceptance=ood.TARGET_ACCEPTANCE,
         field_proxy=proxy,
         machine=f"{platform.machine()}, {_cpu_count()} CPU cores, no GPU",
+        origin="" if config.finish_from is None else describe(config.finish_from),
     )
     (out / "MODEL.md").write_text(card.render(facts), encoding="utf-8")
     log.info("wrote %s: validation top-1 %.4f", out, summary["top1"])

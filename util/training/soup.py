@@ -11,6 +11,7 @@ little better than either. Its batch-norm statistics are stale: finish it with
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,18 @@ def weighted_average(models: Sequence, shares: Sequence[float]) -> list[np.ndarr
     return [sum(s * w for s, w in zip(shares, ws, strict=True)) for ws in zip(*per_model, strict=True)]
 
 
+def recipe_file(weights: Path) -> Path:
+    """Where a soup's list of ingredients is kept: beside its weights, for the model card."""
+    return weights.with_suffix(".json")
+
+
+def ingredient(path: Path) -> dict:
+    """One model of a soup and, when its model directory has them, its measured numbers."""
+    evaluation = path.parent / "evaluation.json"
+    facts = json.loads(evaluation.read_text()) if evaluation.exists() else {}
+    return {"model": str(path), "top1": facts.get("top1"), "field_proxy": facts.get("field_proxy", {}).get("top1")}
+
+
 def make_soup(paths: Sequence[Path], out: Path):
     """Load the .keras models at ``paths``, average their weights uniformly, save the result at ``out``."""
     import keras
@@ -37,15 +50,31 @@ def make_soup(paths: Sequence[Path], out: Path):
     soup.set_weights(weighted_average(models, [1.0 / len(models)] * len(models)))
     out.parent.mkdir(parents=True, exist_ok=True)
     soup.save(out)
+    recipe_file(out).write_text(json.dumps({"uniform_soup_of": [ingredient(p) for p in paths]}, indent=1))
     log.info("averaged %d models into %s", len(models), out)
     return soup
+
+
+def describe(weights: Path) -> str:
+    """A sentence for the card on where ``weights`` came from ('' when nothing is recorded)."""
+    recipe = recipe_file(weights)
+    if not recipe.exists():
+        return ""
+    parts = json.loads(recipe.read_text())["uniform_soup_of"]
+    listed = "; ".join(f"`{p['model']}` ({_numbers(p)})" if _numbers(p) else f"`{p['model']}`" for p in parts)
+    return f"the uniform average of the weights of {len(parts)} models (a model soup): {listed}"
+
+
+def _numbers(part: dict) -> str:
+    shown = [(name, part.get(key)) for key, name in (("top1", "validation top-1"), ("field_proxy", "field proxy"))]
+    return ", ".join(f"{name} {100 * value:.2f}%" for name, value in shown if value is not None)
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", type=Path, nargs="+", help=".keras models of one architecture and one start")
-    p.add_argument("--out", type=Path, required=True, help=".keras file to write")
+    p.add_argument("--out", type=Path, required=True, help=".keras file to write (and its recipe beside it, .json)")
     args = p.parse_args(argv)
     if len(args.models) < 2:
         p.error("a soup needs two or more models")
