@@ -23,6 +23,7 @@ LABELS_FILE = "labels.txt"
 METADATA_FILE = "model.json"
 INT8_IR = "openvino-int8/model.xml"  # post-training int8 IR (python -m util.training.quantize)
 DOMAIN_FILE = "domain.npz"  # in-domain statistics (util/domain.py); its threshold is in model.json
+EVALUATION_FILE = "evaluation.json"  # what the finishing measured (util/training/finish.py)
 ORIGINAL_LABELS = Path(__file__).with_name("original_labels.txt")
 
 

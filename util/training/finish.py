@@ -215,7 +215,7 @@ def finish(config, data, trained) -> Path:
     )
     proxy = {} if chosen.field_proxy is None else {"images": len(data.val_idx), "top1": chosen.field_proxy}
     history = read_history(config.work_dir)
-    (out / "evaluation.json").write_text(
+    (out / model_dir.EVALUATION_FILE).write_text(
         json.dumps(
             {
                 **summary,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from util.model import EVALUATION_FILE
+
 log = logging.getLogger("soup")
 
 
@@ -36,7 +38,7 @@ def recipe_file(weights: Path) -> Path:
 
 def ingredient(path: Path) -> dict:
     """One model of a soup and, when its model directory has them, its measured numbers."""
-    evaluation = path.parent / "evaluation.json"
+    evaluation = path.parent / EVALUATION_FILE
     facts = json.loads(evaluation.read_text()) if evaluation.exists() else {}
     return {"model": str(path), "top1": facts.get("top1"), "field_proxy": facts.get("field_proxy", {}).get("top1")}
 
@@ -61,7 +63,7 @@ def describe(weights: Path) -> str:
     if not recipe.exists():
         return ""
     parts = json.loads(recipe.read_text())["uniform_soup_of"]
-    listed = "; ".join(f"`{p['model']}` ({_numbers(p)})" if _numbers(p) else f"`{p['model']}`" for p in parts)
+    listed = "; ".join(f"`{p['model']}`" + (f" ({numbers})" if (numbers := _numbers(p)) else "") for p in parts)
     return f"the uniform average of the weights of {len(parts)} models (a model soup): {listed}"
 
 
