@@ -69,6 +69,21 @@ def test_statistics_round_trip_and_score_range(tmp_path):
     assert far.max() == 0.0  # stranger than every reference leaf
 
 
+def test_the_distance_weight_is_stored_and_older_files_load_with_weight_one(tmp_path):
+    rng = np.random.default_rng(2)
+    features, logits = rng.normal(size=(60, 8)), rng.normal(size=(60, 3))
+    stats = ood.fit_statistics(logits, features, np.arange(60) % 3, logits[:20], features[:20])
+    half = ood.with_distance_weight(stats, 0.5, logits[:20], features[:20])
+    half.save(tmp_path / "half.npz")
+    assert DomainStatistics.load(tmp_path / "half.npz").distance_weight == 0.5
+    with np.load(tmp_path / "half.npz") as stored:  # a file written before the weight existed
+        older = {name: stored[name] for name in stored.files if name != "distance_weight"}
+    np.savez(tmp_path / "older.npz", **older)
+    loaded = DomainStatistics.load(tmp_path / "older.npz")
+    assert loaded.distance_weight == 1.0
+    assert np.allclose(loaded.raw_scores(logits, features), stats.raw_scores(logits, features), atol=1e-4)
+
+
 def test_a_model_without_calibration_marks_the_verdict_unavailable(tiny_model_dir, client):
     assert not DomainCheck.for_artifact(model_dir.find_artifact(tiny_model_dir)).available
     answer = client.post("/Diagnosis/prediction", data={"image": (io.BytesIO(image_bytes(fmt="JPEG")), "leaf.jpg")})

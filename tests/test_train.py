@@ -63,6 +63,10 @@ def test_training_calibrates_the_in_domain_verdict(trained):
         "in-domain verdict" in (trained / "MODEL.md").read_text().lower()
         or "in_domain" in (trained / "MODEL.md").read_text()
     )
+    weight = calibration["distance_weight"]
+    trials = json.loads((trained / "evaluation.json").read_text())["distance_weight_trials"]
+    assert [t["weight"] for t in trials] == list(ood.DISTANCE_WEIGHTS) and weight in ood.DISTANCE_WEIGHTS
+    assert f"The distance term's weight is {weight:g}" in (trained / "MODEL.md").read_text()
 
 
 def test_trained_artifact_serves_requests(trained, tmp_path):
@@ -134,8 +138,44 @@ def test_calibrate_command_works_on_any_model_directory(trained, tmp_path):
 
     model = shutil.copytree(trained, tmp_path / "model")
     (model / DOMAIN_FILE).unlink()
-    calibrate.main([str(model), "--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--val-fraction", "0.25"])
-    assert find_artifact(model).metadata["in_domain"]["threshold"] is not None and (model / DOMAIN_FILE).exists()
+    data = ("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--outliers", str(TINY_OUTLIERS))
+    calibrate.main([str(model), *data, "--val-fraction", "0.25"])
+    calibration = find_artifact(model).metadata["in_domain"]
+    assert calibration["threshold"] is not None and (model / DOMAIN_FILE).exists()
+    assert calibration["distance_weight"] in ood.DISTANCE_WEIGHTS
+
+
+def separable(shift_features: float, shift_energy: float, seed: int = 0):
+    """Known leaves (3 classes) and unknown photos whose features and logits differ by the given shifts."""
+    rng = np.random.default_rng(seed)
+    targets = np.arange(300) % 3
+    features = rng.normal(size=(300, 6)) + 4 * np.eye(6)[targets]
+    logits = rng.normal(size=(300, 3)) + 5 * np.eye(3)[targets]
+    unknown_features = rng.normal(size=(200, 6)) + 4 * np.eye(6)[np.arange(200) % 3] + shift_features
+    unknown_logits = rng.normal(size=(200, 3)) + 5 * np.eye(3)[np.arange(200) % 3] - shift_energy
+    known = {"logits": logits[200:], "features": features[200:]}
+    stats = ood.fit_statistics(logits[:200], features[:200], targets[:200], known["logits"], known["features"])
+    return stats, known, {"logits": unknown_logits, "features": unknown_features}
+
+
+def test_the_distance_weight_is_chosen_by_what_separates_unknown_photos():
+    stats, known, unknown = separable(shift_features=0.0, shift_energy=4.0)  # only the energy tells them apart
+    chosen, trials = ood.choose_distance_weight(stats, known, unknown)
+    assert chosen.distance_weight == 0.0 and [t.weight for t in trials] == list(ood.DISTANCE_WEIGHTS)
+    assert trials[-1].rejected > trials[0].rejected
+    stats, known, unknown = separable(shift_features=6.0, shift_energy=0.0)  # only the distance does
+    assert ood.choose_distance_weight(stats, known, unknown)[0].distance_weight == 1.0
+
+
+def test_a_candidate_whose_verdict_collapsed_does_not_ship():
+    from util.training.finish import Candidate, pick
+
+    accurate = Candidate("last epoch", None, 0.96, 0.969, verdict=0.60)
+    trusted = Candidate("halfway", None, 0.95, 0.961, verdict=0.99)
+    close = Candidate("best epoch", None, 0.95, 0.965, verdict=0.97)
+    assert pick([accurate, trusted]) is trusted
+    assert pick([accurate, trusted, close]) is close  # within the tolerance: accuracy decides
+    assert pick([Candidate("given", None, 0.9, 0.9)]).name == "given"  # one candidate: no trial verdict
 
 
 def test_ood_metrics_on_known_scores():
@@ -234,6 +274,8 @@ def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
     assert find_artifact(out).labels == find_artifact(trained).labels
     card = (out / "MODEL.md").read_text()
     assert "uniform average of the weights of 2 models (a model soup)" in card and "validation top-1" in card
+    training = card[card.index("## Training\n") : card.index("## Known limits")]
+    assert "Not trained by this command" in training and "AdamW" not in training
 
 
 def test_a_soup_needs_shares_that_sum_to_one():

@@ -6,7 +6,9 @@ The raw score combines two signals the engine returns for every image (util/engi
   covariance fitted on the training images (Lee et al. 2018): far from every known leaf -> unknown;
 * the energy of the logits, ``logsumexp(logits)`` (Liu et al. 2020): low -> unknown.
 
-Each is standardised on the training images and the two are added. The answer's ``score`` is
+Each is standardised on the training images; the score is the energy term minus the distance term
+times a per-model weight (chosen at calibration, util/training/ood.py: on some models the distance
+term separates unknown photos, on others it only adds noise). The answer's ``score`` is
 that raw score ranked among held-out known leaves: the share of validation leaves that looked
 *less* typical (0: stranger than all of them; 0.5: a typical known leaf). A photo is judged
 known when its score reaches the threshold, chosen at training time (or by
@@ -53,6 +55,7 @@ class DomainStatistics:
     energy_mean: float
     energy_std: float
     reference: np.ndarray  # sorted raw scores of held-out known leaves (for the percentile score)
+    distance_weight: float = 1.0  # the distance term's weight (files written before it was calibrated: 1)
 
     def signals(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance to the nearest class mean, energy of the logits), one value each per row."""
@@ -67,7 +70,8 @@ class DomainStatistics:
     def raw_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Higher means more like the training leaves; one value per row."""
         distance, energy = self.signals(logits, features)
-        return (energy - self.energy_mean) / self.energy_std - (distance - self.distance_mean) / self.distance_std
+        distance_z = (distance - self.distance_mean) / self.distance_std
+        return (energy - self.energy_mean) / self.energy_std - self.distance_weight * distance_z
 
     def scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         """The share of held-out known leaves whose raw score is lower: 0..1, higher is more in-domain."""
@@ -82,11 +86,10 @@ class DomainStatistics:
 
     @classmethod
     def load(cls, path: Path) -> DomainStatistics:
-        with np.load(path) as stored:
-            values = {name: stored[name] for name in cls.__dataclass_fields__}
-        for name in ("distance_mean", "distance_std", "energy_mean", "energy_std"):
-            values[name] = float(values[name])
-        return cls(**values)
+        scalars = ("distance_mean", "distance_std", "energy_mean", "energy_std", "distance_weight")
+        with np.load(path) as stored:  # files written before the weight was calibrated lack it: default 1
+            values = {name: stored[name] for name in cls.__dataclass_fields__ if name in stored}
+        return cls(**{name: float(value) if name in scalars else value for name, value in values.items()})
 
 
 class DomainCheck:

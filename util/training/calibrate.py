@@ -1,12 +1,15 @@
 """Calibrate the in-domain verdict of any model directory (including the original PlantNet pair).
 
     python -m util.training.calibrate plantnet/ --data ../shared/data/plantvillage/train \
-        --labels ../shared/data/plantvillage/labels.tsv
+        --labels ../shared/data/plantvillage/labels.tsv --outliers ../shared/data/ood
 
 Runs the training images and the validation split (the split train.py holds out, from the same
 --seed and --val-fraction) through the service's own engine, fits the statistics of
-util/domain.py on the training images, sets the threshold on the validation images and writes
-both into the model directory (``domain.npz`` and ``model.json``'s ``in_domain``).
+util/domain.py on the training images, chooses the distance term's weight on the selection set
+(the training half of --outliers, as train.py splits them, and synthetic photos cut from training
+leaves), sets the threshold on the validation images and writes both into the model directory
+(``domain.npz`` and ``model.json``'s ``in_domain``). It calibrates for the engine it runs:
+``PLANTNET_PRECISION`` chooses it as for the service.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("model", type=Path, help="model directory")
     ds.add_dataset_arguments(p)
     p.add_argument("--acceptance", type=float, default=ood.TARGET_ACCEPTANCE, help="share of known leaves to keep")
+    p.add_argument("--outliers", type=Path, help="folder of photos that are no leaf of ours (../shared/data/ood)")
     return p.parse_args(argv)
 
 
@@ -59,6 +63,10 @@ def calibrate(args: argparse.Namespace) -> dict:
     stats = ood.fit_statistics(
         train_out["logits"], train_out["features"], train_targets, val_out["logits"], val_out["features"]
     )
+    trained_outliers, _ = ds.split_outliers(ds.list_images(args.outliers) if args.outliers else [])
+    outlier_pixels = ds.load_pixels(trained_outliers, engine.input_size) if trained_outliers else train_pixels[:0]
+    unknown = run_engine(engine.predict, ood.selection_unknowns(outlier_pixels, train_pixels, args.seed))
+    stats, trials = ood.choose_distance_weight(stats, val_out, unknown)
     threshold = ood.threshold_for(stats.scores(val_out["logits"], val_out["features"]), args.acceptance)
     stats.save(artifact.directory / model_dir.DOMAIN_FILE)
     calibration = {
@@ -66,9 +74,16 @@ def calibrate(args: argparse.Namespace) -> dict:
         "threshold": threshold,
         "target_acceptance": args.acceptance,
         "calibrated_on": f"validation split, {len(val_pixels)} images",
+        "distance_weight": stats.distance_weight,
     }
     model_dir.update_metadata(artifact.directory, in_domain=calibration)
-    print(f"{artifact.directory}: threshold {threshold:.4f} ({METHOD}, keeps {100 * args.acceptance:.1f}% of known)")
+    for trial in trials:
+        rejects = f"rejects {100 * trial.rejected:.1f}% of the selection set"
+        print(f"distance weight {trial.weight:g}: {rejects}, AUROC {trial.auroc:.3f}")
+    print(
+        f"{artifact.directory}: distance weight {stats.distance_weight:g}, threshold {threshold:.4f} "
+        f"({METHOD}, keeps {100 * args.acceptance:.1f}% of known)"
+    )
     return calibration
 
 

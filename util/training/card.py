@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from util.training.evaluation import Evaluation, per_class_table
+from util.training.ood import VERDICT_SAMPLE, VERDICT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,10 @@ class CardFacts:
     threshold: float
     target_acceptance: float
     field_proxy: dict = field(default_factory=dict)
-    candidates: list[tuple[str, float, float, float | None]] = field(default_factory=list)  # name, before, after, proxy
+    # name, top-1 before and after recalibration, field proxy, share of the selection set its trial verdict rejects
+    candidates: list[tuple[str, float, float, float | None, float | None]] = field(default_factory=list)
+    weight_trials: list = field(default_factory=list)  # util.training.ood.WeightTrial, one per distance weight tried
+    distance_weight: float = 1.0
     machine: str = ""
     origin: str = ""  # with --finish-from: where the given weights came from (util.training.soup.describe)
 
@@ -71,15 +75,18 @@ Weakest classes by recall: {", ".join(f"{r['label']} ({_pct(r['recall'], 0)})" f
 """
 
 
-def _candidate_table(candidates: list[tuple[str, float, float, float | None]]) -> str:
+def _candidate_table(candidates: list[tuple[str, float, float, float | None, float | None]]) -> str:
     rows = "\n".join(
-        f"| {name} | {_pct(before, 2)} | {_pct(after, 2)} | {_pct(proxy, 2)} |"
-        for name, before, after, proxy in candidates
+        f"| {name} | {_pct(before, 2)} | {_pct(after, 2)} | {_pct(proxy, 2)} | {_pct(verdict)} |"
+        for name, before, after, proxy, verdict in candidates
     )
-    return f"""Candidates compared (validation top-1; the best one ships):
+    return f"""Candidates compared: the best validation top-1 ships, unless its in-domain verdict is more than
+{100 * VERDICT_TOLERANCE:g} points weaker than the strongest candidate's (verdict column: share of the
+selection set's unknown photos, the non-leaf photos training saw and synthetic ones, rejected by a trial
+verdict fitted on {VERDICT_SAMPLE:,} training images; never the held-out photos of the tables below).
 
-| candidate | before recalibration | after | field-photo proxy |
-|---|---:|---:|---:|
+| candidate | before recalibration | after | field-photo proxy | verdict (selection set) |
+|---|---:|---:|---:|---:|
 {rows}
 """
 
@@ -104,6 +111,16 @@ def _domain_row(row: dict) -> str:
     return f"| {row['name']} | {row['images']} | {row['rejected']} ({_pct(share)}) | {auroc} | {fpr} |"
 
 
+def _weight_sentence(facts: CardFacts) -> str:
+    if not facts.weight_trials:
+        return ""
+    tried = ", ".join(f"{t.weight:g} rejects {_pct(t.rejected)}" for t in facts.weight_trials)
+    return (
+        f"The distance term's weight is {facts.distance_weight:g}, chosen on the selection set "
+        f"(the non-leaf photos training saw and synthetic ones; at the threshold: {tried})."
+    )
+
+
 def domain_section(facts: CardFacts) -> str:
     rows = "\n".join(_domain_row(r) for r in facts.domain_report)
     return f"""## Is it a leaf the model knows? (the in-domain verdict)
@@ -112,6 +129,7 @@ Every answer carries `in_domain`: a score (the share of known validation leaves 
 typical than the photo), the threshold {facts.threshold:.4f} it is judged by, and the yes/no
 (util/domain.py: Mahalanobis distance of the pooled features to the nearest class mean plus the
 energy of the logits). The threshold keeps {_pct(facts.target_acceptance)} of the validation leaves.
+{_weight_sentence(facts)}
 Non-leaf groups below were never trained on (the non-leaf photos are split in two by a hash of
 their file name; training used the other half).
 
@@ -131,10 +149,61 @@ def history_table(history: list[dict]) -> str:
     )
 
 
+PRECISE_BN = 'batch-norm statistics are recomputed on unaugmented training images ("precise BN")'
+CALIBRATION = "the in-domain statistics are fitted on the training images and calibrated on the validation split"
+
+
+def curve_section(facts: CardFacts) -> str:
+    if not facts.history:
+        return "## Training curve\n\nNo training in this run (see Training).\n\n"
+    return f"""## Training curve
+
+![training curve](training_curve.png)
+
+| epoch | loss | accuracy | val loss | val accuracy (epoch end, before precise BN) |
+|---:|---:|---:|---:|---:|
+{history_table(facts.history)}
+
+"""
+
+
+def training_section(facts: CardFacts) -> str:
+    config = facts.config
+    if config.finish_from is not None:
+        made = facts.origin or "made outside this run"
+        return f"""## Training
+
+    {config.command}
+
+Not trained by this command: it finished the weights in `{config.finish_from}`, {made}; the
+recipe and augmentation that trained them are theirs, not this command's defaults. The finishing:
+{PRECISE_BN}, and {CALIBRATION}.
+
+"""
+    augmentation = "\n".join(f"- {line}" for line in config.augment.describe())
+    return f"""## Training
+
+    {config.command}
+
+AdamW (learning rate {config.learning_rate:g}, {config.warmup_epochs:g} warm-up epochs, cosine decay;
+weight decay {config.weight_decay:g}, not on batch-norm parameters or biases), global-norm clipping 1.0,
+weight EMA (momentum {config.ema_momentum:g}), label smoothing {config.label_smoothing:g}, batch
+{config.batch_size}, {config.precision} with float32 logits, training seed {config.training_seed}, up to {config.epochs}
+epochs{f", started from {config.init_from}" if config.init_from else ""}. Keras callbacks:
+BackupAndRestore (`--resume`), ModelCheckpoint, EarlyStopping (patience {config.patience}),
+CSVLogger, TerminateOnNaN. After training, {PRECISE_BN}, the candidates above are compared (the
+last and the best epoch, and for a fine-tune the halfway point between its start and its last epoch),
+and {CALIBRATION}.
+
+Augmentation (training only, util/training/augment.py):
+{augmentation}
+
+"""
+
+
 def render(facts: CardFacts) -> str:
     config = facts.config
     excluded = ", ".join(f"`{k}` ({v})" for k, v in facts.excluded.items()) or "none"
-    augmentation = "\n".join(f"- {line}" for line in config.augment.describe())
     return f"""# PlantNet leaf-disease model, version {facts.version}
 
 An InceptionV3 network trained from scratch to name the disease (or health) of a single plant
@@ -143,15 +212,7 @@ default model of PlantNet API (`plantnet/`).
 
 {results_section(facts)}
 {domain_section(facts)}
-## Training curve
-
-![training curve](training_curve.png)
-
-| epoch | loss | accuracy | val loss | val accuracy (epoch end, before precise BN) |
-|---:|---:|---:|---:|---:|
-{history_table(facts.history)}
-
-## Data
+{curve_section(facts)}## Data
 
 Real PlantVillage leaf photos (Hughes and Salathé 2015, arXiv:1511.08060): lab photographs of one
 leaf on a plain background, 256x256 JPEG. {facts.n_train} images trained the model and
@@ -170,25 +231,7 @@ dropout 0.3, a {len(facts.labels)}-way float32 dense layer (the logits) and a so
 {facts.parameters / 1e6:.1f} M parameters. Input {config.input_size}x{config.input_size} RGB
 scaled to [-1, 1] by util/leaf.py (shared by training, evaluation and the service).
 
-Augmentation (training only, util/training/augment.py):
-{augmentation}
-
-## Training
-
-    {config.command}
-
-AdamW (learning rate {config.learning_rate:g}, {config.warmup_epochs:g} warm-up epochs, cosine decay;
-weight decay {config.weight_decay:g}, not on batch-norm parameters or biases), global-norm clipping 1.0,
-weight EMA (momentum {config.ema_momentum:g}), label smoothing {config.label_smoothing:g}, batch
-{config.batch_size}, {config.precision} with float32 logits, training seed {config.training_seed}, up to {config.epochs}
-epochs{f", started from {config.init_from}" if config.init_from else ""}. Keras callbacks:
-BackupAndRestore (`--resume`), ModelCheckpoint, EarlyStopping (patience {config.patience}),
-CSVLogger, TerminateOnNaN. After training, batch-norm statistics are recomputed on unaugmented
-training images ("precise BN"), the candidates above are compared (the last and the best epoch, and
-for a fine-tune the halfway point between its start and its last epoch), and the in-domain
-statistics are fitted on the training images and calibrated on the validation split.
-
-## Known limits
+{training_section(facts)}## Known limits
 
 - Lab photos: every training leaf was photographed on a plain background. Pasting leaves onto
   real photos helps, but field photos (several leaves, soil, hands, shadows) remain harder;

@@ -36,6 +36,7 @@ class Candidate:
     before: float
     after: float
     field_proxy: float | None = None
+    verdict: float | None = None  # share of the selection's unknown photos its trial verdict rejects
 
 
 def serving_model(trained, input_size: int, num_classes: int):
@@ -66,6 +67,32 @@ def engine_for(model):
 def top1(model, pixels: np.ndarray, targets: np.ndarray) -> float:
     outputs = run_engine(engine_for(model), pixels)
     return float(np.mean(outputs["probabilities"].argmax(1) == targets))
+
+
+def selection_set(config, data) -> np.ndarray:
+    """Unknown photos that choose (a candidate, the distance weight) but never judge the verdict in a report."""
+    return ood.selection_unknowns(data.outliers, data.pixels[data.train_idx], config.seed)
+
+
+def verdict_strength(model, data, unknown_pixels: np.ndarray, seed: int) -> float:
+    """How much of the selection set a candidate's verdict would reject, fitted on a sample of training images."""
+    engine = engine_for(model)
+    sample = np.random.default_rng(seed).permutation(data.train_idx)[: ood.VERDICT_SAMPLE]
+    train_out = run_engine(engine, data.pixels[sample])
+    val_out = run_engine(engine, data.pixels[data.val_idx])
+    stats = ood.fit_statistics(
+        train_out["logits"], train_out["features"], data.dataset.targets[sample], val_out["logits"], val_out["features"]
+    )
+    _, trials = ood.choose_distance_weight(stats, val_out, run_engine(engine, unknown_pixels))
+    return max(trial.rejected for trial in trials)
+
+
+def pick(candidates: list[Candidate]) -> Candidate:
+    """The best validation top-1 among candidates whose verdict is within ood.VERDICT_TOLERANCE of the strongest."""
+    verdicts = [c.verdict for c in candidates if c.verdict is not None]
+    floor = max(verdicts) - ood.VERDICT_TOLERANCE if verdicts else 0.0
+    eligible = [c for c in candidates if c.verdict is None or c.verdict >= floor]
+    return max(eligible, key=lambda c: (c.after, c.verdict or 0.0))
 
 
 def interpolate(start, end, weight: float) -> list[np.ndarray]:
@@ -103,26 +130,30 @@ def candidate_sources(config, trained) -> dict:
 
 
 def choose_candidate(config, data, trained) -> tuple[Candidate, list[Candidate]]:
-    """Recalibrate batch norm of every candidate; keep the best on validation, report all."""
+    """Recalibrate batch norm of every candidate; keep the most accurate one whose verdict holds; report all."""
     classes = len(data.dataset.labels)
     val_pixels, val_targets = data.pixels[data.val_idx], data.dataset.targets[data.val_idx]
     proxy_pixels = field_proxy_set(data, config.seed)  # built once: the same images judge every candidate
+    sources = candidate_sources(config, trained)
+    unknown_pixels = selection_set(config, data) if len(sources) > 1 else None
     candidates = []
-    for name, source in candidate_sources(config, trained).items():
+    for name, source in sources.items():
         model = serving_model(source, config.input_size, classes)
         before = top1(model, val_pixels, val_targets)
         recalibrate_batch_norm(model, data.pixels[data.train_idx], config.seed)
         after = top1(model, val_pixels, val_targets)
         proxy = None if proxy_pixels is None else top1(model, proxy_pixels, val_targets)
+        verdict = None if unknown_pixels is None else verdict_strength(model, data, unknown_pixels, config.seed)
         log.info(
-            "%s: validation top-1 %.4f before, %.4f after batch-norm recalibration; field proxy %s",
+            "%s: validation top-1 %.4f before, %.4f after batch-norm recalibration; field proxy %s; verdict %s",
             name,
             before,
             after,
             proxy,
+            verdict,
         )
-        candidates.append(Candidate(name, model, before, after, proxy))
-    return max(candidates, key=lambda c: c.after), candidates
+        candidates.append(Candidate(name, model, before, after, proxy, verdict))
+    return pick(candidates), candidates
 
 
 def outlier_groups(config, data) -> dict[str, np.ndarray]:
@@ -147,8 +178,17 @@ def synthetic_groups(leaves: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return {f"{name} (synthetic)": images for name, images in ood.synthetic_outliers(leaves, 40, seed).items()}
 
 
-def calibrate(model, data, groups: dict[str, np.ndarray], seed: int) -> tuple[DomainStatistics, float, dict]:
-    """Fit the in-domain statistics on training images, the threshold on validation; report every group."""
+@dataclass(frozen=True)
+class Calibration:
+    stats: DomainStatistics
+    threshold: float
+    scores: dict[str, np.ndarray]  # group name -> in-domain scores; "validation (known)" first
+    weight_trials: list[ood.WeightTrial]
+
+
+def calibrate(model, data, groups: dict[str, np.ndarray], unknown_pixels: np.ndarray) -> Calibration:
+    """Fit the in-domain statistics on training images, the distance weight on the selection set and the
+    threshold on validation; report every group."""
     engine = engine_for(model)
     train_out = run_engine(engine, data.pixels[data.train_idx])
     val_out = run_engine(engine, data.pixels[data.val_idx])
@@ -159,13 +199,14 @@ def calibrate(model, data, groups: dict[str, np.ndarray], seed: int) -> tuple[Do
         val_out["logits"],
         val_out["features"],
     )
+    stats, trials = ood.choose_distance_weight(stats, val_out, run_engine(engine, unknown_pixels))
+    log.info("distance weight %g of %s", stats.distance_weight, [t.as_dict() for t in trials])
     known = stats.scores(val_out["logits"], val_out["features"])
-    threshold = ood.threshold_for(known)
     scores = {"validation (known)": known}
     for name, pixels in groups.items():
         out = run_engine(engine, pixels)
         scores[name] = stats.scores(out["logits"], out["features"])
-    return stats, threshold, scores
+    return Calibration(stats, ood.threshold_for(known), scores, trials)
 
 
 def field_proxy_set(data, seed: int) -> np.ndarray | None:
@@ -197,8 +238,9 @@ def finish(config, data, trained) -> Path:
     evaluation = Evaluation(labels, val_targets, run_engine(engine, data.pixels[data.val_idx])["probabilities"])
     summary = evaluation.summary()
     groups = outlier_groups(config, data)
-    stats, threshold, scores = calibrate(chosen.model, data, groups, config.seed)
-    stats.save(out / model_dir.DOMAIN_FILE)
+    calibration = calibrate(chosen.model, data, groups, selection_set(config, data))
+    calibration.stats.save(out / model_dir.DOMAIN_FILE)
+    threshold, scores = calibration.threshold, calibration.scores
     known = scores["validation (known)"]
     domain_report = [
         ood.report_group(name, known, values, threshold, name.startswith("validation")).as_dict()
@@ -211,6 +253,7 @@ def finish(config, data, trained) -> Path:
             "threshold": threshold,
             "target_acceptance": ood.TARGET_ACCEPTANCE,
             "calibrated_on": f"validation split, {len(known)} images",
+            "distance_weight": calibration.stats.distance_weight,
         },
     )
     proxy = {} if chosen.field_proxy is None else {"images": len(data.val_idx), "top1": chosen.field_proxy}
@@ -221,9 +264,16 @@ def finish(config, data, trained) -> Path:
                 **summary,
                 "split": "validation",
                 "in_domain": domain_report,
+                "distance_weight_trials": [t.as_dict() for t in calibration.weight_trials],
                 "field_proxy": proxy,
                 "candidates": [
-                    {"name": c.name, "top1_before": c.before, "top1": c.after, "field_proxy": c.field_proxy}
+                    {
+                        "name": c.name,
+                        "top1_before": c.before,
+                        "top1": c.after,
+                        "field_proxy": c.field_proxy,
+                        "verdict_selection_rejected": c.verdict,
+                    }
                     for c in candidates
                 ],
             },
@@ -251,14 +301,16 @@ def finish(config, data, trained) -> Path:
         n_outliers_train=len(data.outliers),
         evaluation=evaluation,
         candidate=(chosen.name, chosen.before, chosen.after),
-        candidates=[(c.name, c.before, c.after, c.field_proxy) for c in candidates],
+        candidates=[(c.name, c.before, c.after, c.field_proxy, c.verdict) for c in candidates],
         history=history,
         parameters=chosen.model.count_params(),
         domain_report=domain_report,
         threshold=threshold,
+        weight_trials=calibration.weight_trials,
+        distance_weight=calibration.stats.distance_weight,
         target_acceptance=ood.TARGET_ACCEPTANCE,
         field_proxy=proxy,
-        machine=f"{platform.machine()}, {_cpu_count()} CPU cores, no GPU",
+        machine=_machine(),
         origin="" if config.finish_from is None else describe(config.finish_from),
     )
     (out / "MODEL.md").write_text(card.render(facts), encoding="utf-8")
@@ -266,7 +318,8 @@ def finish(config, data, trained) -> Path:
     return out
 
 
-def _cpu_count() -> int:
+def _machine() -> str:
     import os
 
-    return len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    return f"{platform.machine()}, {cores} CPU core{'' if cores == 1 else 's'}, no GPU"

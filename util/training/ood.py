@@ -6,7 +6,7 @@ leaf photos cut into shuffled patches (leaf colour and texture, no leaf shape).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,6 +14,14 @@ from util.domain import DomainStatistics
 
 TARGET_ACCEPTANCE = 0.975  # share of known (validation) leaves the threshold keeps
 SHRINKAGE = 0.1  # covariance shrinkage towards its mean variance: 2048 dims from ~7k images
+# Weights of the distance term tried at calibration, in order of preference among equals: the
+# distance term carries the verdict on some models and only adds noise on others.
+DISTANCE_WEIGHTS = (1.0, 0.5, 0.25, 0.0)
+SELECTION_SYNTHETIC = 40  # synthetic unknown photos of each kind in the selection set
+VERDICT_SAMPLE = 2000  # training images a candidate's trial verdict is fitted on (the shipped one's: all)
+# A candidate whose trial verdict rejects this much less of the selection set than the strongest
+# candidate's does not ship, whatever its accuracy: a fine-tune's last epoch can lose the verdict.
+VERDICT_TOLERANCE = 0.05
 
 
 def fit_statistics(
@@ -45,8 +53,52 @@ def fit_statistics(
         float(energy.std() or 1.0),
         np.zeros(1),
     )
-    reference = np.sort(standardised.raw_scores(reference_logits, reference_features))
-    return DomainStatistics(**{**standardised.__dict__, "reference": reference})
+    return with_distance_weight(standardised, 1.0, reference_logits, reference_features)
+
+
+def with_distance_weight(
+    stats: DomainStatistics, weight: float, reference_logits: np.ndarray, reference_features: np.ndarray
+) -> DomainStatistics:
+    """The same statistics with another distance weight, ranked again against the reference images."""
+    weighted = replace(stats, distance_weight=float(weight))
+    return replace(weighted, reference=np.sort(weighted.raw_scores(reference_logits, reference_features)))
+
+
+@dataclass(frozen=True)
+class WeightTrial:
+    weight: float
+    rejected: float  # share of the selection's unknown photos rejected while keeping TARGET_ACCEPTANCE of known
+    auroc: float
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def choose_distance_weight(
+    stats: DomainStatistics, known: dict[str, np.ndarray], unknown: dict[str, np.ndarray]
+) -> tuple[DomainStatistics, list[WeightTrial]]:
+    """Try every weight in DISTANCE_WEIGHTS; keep the one that rejects the most ``unknown`` photos at the
+    threshold keeping TARGET_ACCEPTANCE of ``known`` (then the higher AUROC, then the earlier weight).
+
+    ``known``/``unknown`` are engine outputs (logits, features): the reference (validation) leaves, and
+    photos that never judge the verdict in a report (see ``selection_unknowns``)."""
+    trials, weighted = [], []
+    for weight in DISTANCE_WEIGHTS:
+        candidate = with_distance_weight(stats, weight, known["logits"], known["features"])
+        known_raw = candidate.raw_scores(known["logits"], known["features"])
+        unknown_raw = candidate.raw_scores(unknown["logits"], unknown["features"])
+        rejected = 1.0 - fpr_at_tpr(known_raw, unknown_raw, TARGET_ACCEPTANCE)
+        trials.append(WeightTrial(weight, rejected, auroc(known_raw, unknown_raw)))
+        weighted.append(candidate)
+    best = max(range(len(trials)), key=lambda i: (trials[i].rejected, trials[i].auroc, -i))
+    return weighted[best], trials
+
+
+def selection_unknowns(trained_outliers: np.ndarray, training_leaves: np.ndarray, seed: int) -> np.ndarray:
+    """Unknown photos for choosing (never for reporting): the non-leaf photos training saw and synthetic
+    ones cut from training leaves; the held-out non-leaf photos stay for the reports."""
+    synthetic = synthetic_outliers(training_leaves, SELECTION_SYNTHETIC, seed + 1)
+    return np.concatenate([trained_outliers, *synthetic.values()])
 
 
 def threshold_for(reference_scores: np.ndarray, acceptance: float = TARGET_ACCEPTANCE) -> float:
