@@ -1,0 +1,184 @@
+"""Reproduce the shipped model with one command: two seeds side by side, one core each, then the finishing.
+
+    python -m util.training.reproduce --data ../shared/data/plantvillage/train \
+        --labels ../shared/data/plantvillage/labels.tsv --outliers ../shared/data/ood \
+        --work-dir runs/reproduce --out runs/reproduce/model        # add --resume after an interruption
+
+The recipe (RECIPE below, the one place it is written) fine-tunes the model a commit of this
+repository shipped, taken out of git history, with train.py on every seed in RECIPE.seeds at the
+same time (each process pinned to its own core: two processes on one core each train faster
+than one on two), then averages the seeds' finished weights (a uniform soup, util/training/soup.py)
+and finishes the average with ``train.py --finish-from`` into ``--out``: batch-norm
+recalibration, evaluation, in-domain calibration and the model card. ``--dry-run`` prints the
+commands without running them. Every step skips work a previous, interrupted call completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from util.model import KERAS_FILE
+
+
+@dataclass(frozen=True)
+class Recipe:
+    start_commit: str  # a commit whose plantnet/ holds the starting weights
+    input_size: int
+    epochs: int
+    learning_rate: float
+    warmup_epochs: float
+    ema_momentum: float
+    seeds: tuple[int, ...]  # --train-seed of each run; the validation split's --seed stays train.py's default
+    precision: str = "mixed_bfloat16"
+
+    def train_arguments(self) -> list[str]:
+        return [
+            "--input-size", str(self.input_size),
+            "--precision", self.precision,
+            "--epochs", str(self.epochs),
+            "--learning-rate", str(self.learning_rate),
+            "--warmup-epochs", str(self.warmup_epochs),
+            "--ema-momentum", str(self.ema_momentum),
+        ]  # fmt: skip
+
+
+# The 2026-12-04 model: 16 more epochs at 160 px from the 2026-12-03 model (d29721a), two seeds, souped.
+RECIPE = Recipe(
+    start_commit="d29721a",
+    input_size=160,
+    epochs=16,
+    learning_rate=4e-4,
+    warmup_epochs=0.3,
+    ema_momentum=0.99,
+    seeds=(1337, 1338),
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    description: str
+    command: list[str]
+    done: Path  # the file this step writes last: when it exists the step is skipped
+    core: int | None = None  # pin the process to this CPU core
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
+    p.add_argument("--labels", type=Path, help="folder<TAB>display label file (labels.tsv)")
+    p.add_argument("--outliers", type=Path, help="folder of photos that are no leaf of ours (../shared/data/ood)")
+    p.add_argument("--work-dir", type=Path, default=Path("runs/reproduce"), help="runs, logs and the soup")
+    p.add_argument("--out", type=Path, default=Path("runs/reproduce/model"), help="model directory to write")
+    p.add_argument("--resume", action="store_true", help="continue the seeds' runs in --work-dir")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    return p.parse_args(argv)
+
+
+def dataset_arguments(args: argparse.Namespace) -> list[str]:
+    found = [("--data", args.data), ("--labels", args.labels), ("--outliers", args.outliers)]
+    return [part for flag, value in found if value is not None for part in (flag, str(value))]
+
+
+def start_weights(work_dir: Path) -> Path:
+    return work_dir / f"start-{RECIPE.start_commit}.keras"
+
+
+def seed_model(work_dir: Path, seed: int) -> Path:
+    return work_dir / f"model-s{seed}" / KERAS_FILE
+
+
+def soup_weights(work_dir: Path) -> Path:
+    return work_dir / "soup.keras"
+
+
+def steps(args: argparse.Namespace, cores: list[int]) -> list[list[Step]]:
+    """The stages in order; the steps of one stage run side by side."""
+    work, python = args.work_dir, sys.executable
+    train = [python, "train.py", *dataset_arguments(args)]
+    seeds = [
+        Step(
+            f"seed {seed}",
+            [
+                *train,
+                *RECIPE.train_arguments(),
+                "--init-from", str(start_weights(work)),
+                "--train-seed", str(seed),
+                "--work-dir", str(work / f"run-s{seed}"),
+                "--out", str(seed_model(work, seed).parent),
+                *(["--resume"] if args.resume and (work / f"run-s{seed}").exists() else []),
+            ],
+            seed_model(work, seed),
+            cores[i % len(cores)],
+        )
+        for i, seed in enumerate(RECIPE.seeds)
+    ]  # fmt: skip
+    soup = Step(
+        "soup of the seeds",
+        [
+            python, "-m", "util.training.soup",
+            *(str(seed_model(work, seed)) for seed in RECIPE.seeds),
+            "--out", str(soup_weights(work)),
+        ],
+        soup_weights(work),
+    )  # fmt: skip
+    finish = Step(
+        "finishing the soup",
+        [*train, "--input-size", str(RECIPE.input_size), "--finish-from", str(soup_weights(work)),
+         "--work-dir", str(work / "finish"), "--out", str(args.out)],
+        args.out / KERAS_FILE,
+    )  # fmt: skip
+    return [seeds, [soup], [finish]]
+
+
+def extract_start(work_dir: Path) -> None:
+    """The starting weights, out of git history (the repository must be a clone, not an export)."""
+    target = start_weights(work_dir)
+    if target.exists():
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    blob = subprocess.run(
+        ["git", "show", f"{RECIPE.start_commit}:plantnet/{KERAS_FILE}"], check=True, capture_output=True
+    ).stdout
+    target.write_bytes(blob)
+
+
+def run_stage(stage: list[Step], log_dir: Path) -> None:
+    """Start every step of a stage that is not done yet, each logging to its own file; wait for all."""
+    running = []
+    for step in stage:
+        if step.done.exists():
+            print(f"{step.description}: done ({step.done})")
+            continue
+        log = log_dir / f"{step.done.parent.name}-{step.done.stem}.log"
+        print(f"{step.description}: {shlex.join(step.command)} > {log}", flush=True)
+        pin = None if step.core is None else (lambda core=step.core: os.sched_setaffinity(0, {core}))
+        with log.open("ab") as stream:
+            running.append((step, subprocess.Popen(step.command, stdout=stream, stderr=stream, preexec_fn=pin)))
+    for step, process in running:
+        if process.wait() != 0:
+            raise SystemExit(f"{step.description} failed (exit {process.returncode}): see {log_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    stages = steps(args, sorted(os.sched_getaffinity(0)))
+    if args.dry_run:
+        for stage in stages:
+            for step in stage:
+                core = "" if step.core is None else f"[core {step.core}] "
+                print(f"{core}{shlex.join(step.command)}")
+        return
+    extract_start(args.work_dir)
+    for stage in stages:
+        run_stage(stage, args.work_dir)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
