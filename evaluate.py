@@ -73,7 +73,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     settings = Settings.from_env(model_dir=args.model, backend=args.backend)
     artifact = find_artifact(args.model)
     engine = create_engine(artifact, settings)
-    check = DomainCheck.for_artifact(artifact)
+    check = DomainCheck.for_artifact(artifact, engine.precision)
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
     indices = np.arange(len(data.paths))
     if args.split == "validation":

@@ -92,6 +92,20 @@ def test_a_model_without_calibration_marks_the_verdict_unavailable(tiny_model_di
     assert body["in_domain"]["available"] is False and body["label"] in TINY_LABELS
 
 
+def test_an_int8_engine_reads_its_own_calibration_and_falls_back_to_f32(tiny_model_dir, tmp_path, caplog):
+    model = calibrated_copy(tiny_model_dir, tmp_path / "model", 0.25)
+    fallback = DomainCheck.for_artifact(model_dir.find_artifact(model), "int8")
+    assert fallback.threshold == 0.25 and "calibrated on f32 outputs only" in caplog.text
+    int8_file, int8_key = model_dir.domain_calibration("int8")
+    assert int8_file != model_dir.DOMAIN_FILE
+    shutil.copy(model / model_dir.DOMAIN_FILE, model / int8_file)
+    model_dir.update_metadata(model, **{int8_key: {"method": METHOD, "threshold": 0.5}})
+    artifact = model_dir.find_artifact(model)
+    assert DomainCheck.for_artifact(artifact, "int8").threshold == 0.5
+    assert DomainCheck.for_artifact(artifact, "f32").threshold == 0.25
+    assert DomainCheck.for_artifact(artifact, "bf16").threshold == 0.25
+
+
 def post(app, **fields):
     data = {"image": (io.BytesIO(sample_bytes("tomato_healthy.jpg")), "leaf.jpg"), **fields}
     return app.test_client().post("/Diagnosis/prediction", data=data)

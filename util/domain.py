@@ -20,14 +20,16 @@ and method in ``model.json``. A model without them still serves, with the verdic
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from util.model import DOMAIN_FILE, Artifact
+from util.model import Artifact, domain_calibration
 
 METHOD = "mahalanobis+energy"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,27 @@ class DomainCheck:
         self.threshold = threshold
 
     @classmethod
-    def for_artifact(cls, artifact: Artifact) -> DomainCheck:
-        calibration = artifact.metadata.get("in_domain") or {}
-        path = artifact.directory / DOMAIN_FILE
+    def for_artifact(cls, artifact: Artifact, precision: str = "f32") -> DomainCheck:
+        """The calibration for an engine of ``precision``; an int8 engine without its own falls back to
+        the f32 one (usable, but it rejects more known leaves: logged)."""
+        check = cls._load(artifact, *domain_calibration(precision))
+        if check.available or domain_calibration(precision) == domain_calibration("f32"):
+            return check
+        fallback = cls._load(artifact, *domain_calibration("f32"))
+        if fallback.available:
+            log.warning(
+                "the in-domain verdict is calibrated on f32 outputs only; for %s run "
+                "PLANTNET_PRECISION=%s python -m util.training.calibrate %s",
+                precision,
+                precision,
+                artifact.directory,
+            )
+        return fallback
+
+    @classmethod
+    def _load(cls, artifact: Artifact, filename: str, key: str) -> DomainCheck:
+        calibration = artifact.metadata.get(key) or {}
+        path = artifact.directory / filename
         if calibration.get("method") != METHOD or "threshold" not in calibration or not path.exists():
             return cls(None, None)
         return cls(DomainStatistics.load(path), float(calibration["threshold"]))

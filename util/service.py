@@ -78,7 +78,7 @@ class DiagnosisService:
         self.engine = create_engine(self.artifact, settings)
         self.input_size = self.engine.input_size
         self.labels = self.artifact.labels
-        self.domain = DomainCheck.for_artifact(self.artifact)
+        self.domain = DomainCheck.for_artifact(self.artifact, self.engine.precision)
         # The verdict's small matrix products run in request threads; numpy's BLAS threads would spin
         # after each one and take the cores from the engine (measured: 31 -> 80 ms a photo). One is enough.
         threadpool_limits(limits=1, user_api="blas")

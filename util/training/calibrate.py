@@ -9,7 +9,8 @@ util/domain.py on the training images, chooses the distance term's weight on the
 (the training half of --outliers, as train.py splits them, and synthetic photos cut from training
 leaves), sets the threshold on the validation images and writes both into the model directory
 (``domain.npz`` and ``model.json``'s ``in_domain``). It calibrates for the engine it runs:
-``PLANTNET_PRECISION`` chooses it as for the service.
+``PLANTNET_PRECISION`` chooses it as for the service; an int8 engine's calibration is kept apart
+from the f32/bf16 one (util/model.py names both), so calibrate both for a directory with an int8 IR.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ds.add_dataset_arguments(p)
     p.add_argument("--acceptance", type=float, default=ood.TARGET_ACCEPTANCE, help="share of known leaves to keep")
     p.add_argument("--outliers", type=Path, help="folder of photos that are no leaf of ours (../shared/data/ood)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "f32", "int8"],
+        help="the engine to calibrate for (default: PLANTNET_PRECISION, as the service chooses)",
+    )
     return p.parse_args(argv)
 
 
@@ -56,7 +62,8 @@ def known_images(artifact: model_dir.Artifact, args: argparse.Namespace, size: i
 
 def calibrate(args: argparse.Namespace) -> dict:
     artifact = model_dir.find_artifact(args.model)
-    engine = create_engine(artifact, Settings.from_env(model_dir=args.model))
+    overrides = {} if args.precision is None else {"precision": args.precision}
+    engine = create_engine(artifact, Settings.from_env(model_dir=args.model, **overrides))
     (train_pixels, train_targets), (val_pixels, _) = known_images(artifact, args, engine.input_size)
     train_out = run_engine(engine.predict, train_pixels)
     val_out = run_engine(engine.predict, val_pixels)
@@ -68,20 +75,23 @@ def calibrate(args: argparse.Namespace) -> dict:
     unknown = run_engine(engine.predict, ood.selection_unknowns(outlier_pixels, train_pixels, args.seed))
     stats, trials = ood.choose_distance_weight(stats, val_out, unknown)
     threshold = ood.threshold_for(stats.scores(val_out["logits"], val_out["features"]), args.acceptance)
-    stats.save(artifact.directory / model_dir.DOMAIN_FILE)
+    filename, key = model_dir.domain_calibration(engine.precision)
+    stats.save(artifact.directory / filename)
     calibration = {
         "method": METHOD,
         "threshold": threshold,
         "target_acceptance": args.acceptance,
         "calibrated_on": f"validation split, {len(val_pixels)} images",
+        "engine": f"{engine.name}/{engine.precision}",
         "distance_weight": stats.distance_weight,
     }
-    model_dir.update_metadata(artifact.directory, in_domain=calibration)
+    model_dir.update_metadata(artifact.directory, **{key: calibration})
     for trial in trials:
         rejects = f"rejects {100 * trial.rejected:.1f}% of the selection set"
         print(f"distance weight {trial.weight:g}: {rejects}, AUROC {trial.auroc:.3f}")
     print(
-        f"{artifact.directory}: distance weight {stats.distance_weight:g}, threshold {threshold:.4f} "
+        f"{artifact.directory / filename} ({engine.precision} engine): distance weight {stats.distance_weight:g}, "
+        f"threshold {threshold:.4f} "
         f"({METHOD}, keeps {100 * args.acceptance:.1f}% of known)"
     )
     return calibration

@@ -5,7 +5,8 @@
 
 Calibrates on ``--images`` training images (never validation images: the split is train.py's,
 from the same --seed and --val-fraction), preprocessed by util.leaf exactly as the service does,
-and writes the int8 IR into the model directory (util/model.py names the file). The service
+and writes the int8 IR into the model directory (util/model.py names the file), then calibrates
+the int8 engine's own in-domain verdict (util/training/calibrate.py; pass ``--outliers`` as there). The service
 runs it with ``PLANTNET_PRECISION=int8``, and by default (``auto``) whenever the model
 directory holds it: ship it only if bench/agreement.py shows it agrees with f32.
 """
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("model", type=Path, help="model directory")
     ds.add_dataset_arguments(p)
     p.add_argument("--images", type=int, default=300, help="training images to calibrate on")
+    p.add_argument("--outliers", type=Path, help="non-leaf photos for the int8 verdict's calibration (calibrate.py)")
     return p.parse_args(argv)
 
 
@@ -62,9 +64,26 @@ def quantize(args: argparse.Namespace) -> Path:
     return out
 
 
+def calibrate_int8_verdict(args: argparse.Namespace) -> dict:
+    """The int8 engine's own in-domain calibration (util/model.py keeps it apart from f32's)."""
+    from util.training import calibrate
+
+    argv = [str(args.model), "--data", str(args.data), "--precision", "int8"]
+    argv += ["--val-fraction", str(args.val_fraction), "--seed", str(args.seed)]
+    argv += [
+        part
+        for flag in ("labels", "outliers")
+        if getattr(args, flag)
+        for part in (f"--{flag}", str(getattr(args, flag)))
+    ]
+    return calibrate.calibrate(calibrate.parse_args(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
-    quantize(parse_args(argv))
+    args = parse_args(argv)
+    quantize(args)
+    calibrate_int8_verdict(args)
 
 
 if __name__ == "__main__":
