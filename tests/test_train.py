@@ -47,6 +47,8 @@ def test_training_writes_a_complete_artifact(trained):
     card = (trained / "MODEL.md").read_text()
     assert "train.py" in card and "confusion_matrix.png" in card and "Tomato_Late blight" in card
     assert "minutes of training" in card  # each epoch's wall time is logged and summed
+    training = json.loads((trained / "model.json").read_text())["training"]
+    assert training["command"].startswith("python train.py") and training["epochs_run"] == 1
     for picture in ("confusion_matrix.png", "training_curve.png", "in_domain_scores.png"):
         assert (trained / picture).read_bytes().startswith(b"\x89PNG"), picture
     assert json.loads((trained / "evaluation.json").read_text())["images"] == 3
@@ -276,6 +278,7 @@ def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
     assert "uniform average of the weights of 2 models (a model soup)" in card and "validation top-1" in card
     training = card[card.index("## Training\n") : card.index("## Known limits")]
     assert "Not trained by this command" in training and "AdamW" not in training
+    assert "trained by `python train.py" in training and "1 epochs in" in training  # the ingredients' recipe
 
 
 def test_a_soup_needs_shares_that_sum_to_one():

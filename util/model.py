@@ -27,6 +27,7 @@ DOMAIN_FILE = "domain.npz"  # in-domain statistics (util/domain.py); its thresho
 # (measured on 2026-12-03: 5.6% instead of 2.6% of known leaves rejected with f32's): calibrated apart.
 SEPARATELY_CALIBRATED = ("int8",)
 EVALUATION_FILE = "evaluation.json"  # what the finishing measured (util/training/finish.py)
+CARD_FILE = "MODEL.md"  # the model card, written last by the finishing
 ORIGINAL_LABELS = Path(__file__).with_name("original_labels.txt")
 
 

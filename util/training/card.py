@@ -94,8 +94,7 @@ verdict fitted on {VERDICT_SAMPLE:,} training images; never the held-out photos 
 def _provenance(facts: CardFacts) -> str:
     config = facts.config
     if config.finish_from is not None:
-        made = facts.origin or "made outside this run"
-        return f"Not trained by this command: it finished the weights in `{config.finish_from}`, {made}."
+        return f"Not trained by this command: it finished the weights in `{config.finish_from}` (see Training)."
     return f"Epochs run: {len(facts.history)} of {config.epochs}{_training_time(facts.history)}."
 
 
@@ -170,14 +169,14 @@ def curve_section(facts: CardFacts) -> str:
 def training_section(facts: CardFacts) -> str:
     config = facts.config
     if config.finish_from is not None:
-        made = facts.origin or "made outside this run"
+        made = facts.origin or "made outside this run."
         return f"""## Training
 
     {config.command}
 
-Not trained by this command: it finished the weights in `{config.finish_from}`, {made}; the
-recipe and augmentation that trained them are theirs, not this command's defaults. The finishing:
-{PRECISE_BN}, and {CALIBRATION}.
+Not trained by this command: the recipe and augmentation that trained the weights are theirs, not
+this command's defaults. The finishing: {PRECISE_BN}, and {CALIBRATION}. The weights
+(`{config.finish_from}`) are {made}
 
 """
     augmentation = "\n".join(f"- {line}" for line in config.augment.describe())

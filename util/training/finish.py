@@ -224,13 +224,22 @@ def read_history(work_dir: Path) -> list[dict]:
         return list(csv.DictReader(stream))
 
 
+def training_record(command: str, history: list[dict]) -> dict:
+    """How a model directory's weights were trained, for model.json: a soup's recipe repeats it (soup.py)."""
+    seconds = [float(h["seconds"]) for h in history if h.get("seconds")]
+    return {"command": command, "epochs_run": len(history), "minutes": round(sum(seconds) / 60, 1)}
+
+
 def finish(config, data, trained) -> Path:
     """Write the model directory, its evaluation, calibration, pictures and model card."""
     chosen, candidates = choose_candidate(config, data, trained)
     out = config.out
     labels = data.dataset.labels
     version = date.today().isoformat()
+    history = read_history(config.work_dir)
     metadata = {"name": model_dir.MODEL_NAME, "version": version, "input_size": config.input_size}
+    if config.finish_from is None and history:
+        metadata["training"] = training_record(config.command, history)
     model_dir.save_model_dir(out, chosen.model, labels, metadata)
 
     engine = engine_for(chosen.model)
@@ -257,7 +266,6 @@ def finish(config, data, trained) -> Path:
         },
     )
     proxy = {} if chosen.field_proxy is None else {"images": len(data.val_idx), "top1": chosen.field_proxy}
-    history = read_history(config.work_dir)
     (out / model_dir.EVALUATION_FILE).write_text(
         json.dumps(
             {
@@ -313,7 +321,7 @@ def finish(config, data, trained) -> Path:
         machine=_machine(),
         origin="" if config.finish_from is None else describe(config.finish_from),
     )
-    (out / "MODEL.md").write_text(card.render(facts), encoding="utf-8")
+    (out / model_dir.CARD_FILE).write_text(card.render(facts), encoding="utf-8")
     log.info("wrote %s: validation top-1 %.4f", out, summary["top1"])
     return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util.model import EVALUATION_FILE
+from util.model import EVALUATION_FILE, read_metadata
 
 log = logging.getLogger("soup")
 
@@ -40,7 +40,12 @@ def ingredient(path: Path) -> dict:
     """One model of a soup and, when its model directory has them, its measured numbers."""
     evaluation = path.parent / EVALUATION_FILE
     facts = json.loads(evaluation.read_text()) if evaluation.exists() else {}
-    return {"model": str(path), "top1": facts.get("top1"), "field_proxy": facts.get("field_proxy", {}).get("top1")}
+    return {
+        "model": str(path),
+        "top1": facts.get("top1"),
+        "field_proxy": facts.get("field_proxy", {}).get("top1"),
+        "training": read_metadata(path.parent).get("training"),
+    }
 
 
 def make_soup(paths: Sequence[Path], out: Path):
@@ -58,18 +63,26 @@ def make_soup(paths: Sequence[Path], out: Path):
 
 
 def describe(weights: Path) -> str:
-    """A sentence for the card on where ``weights`` came from ('' when nothing is recorded)."""
+    """Where ``weights`` came from, for the card: its ingredients, their numbers and how each was trained
+    ('' when nothing is recorded)."""
     recipe = recipe_file(weights)
     if not recipe.exists():
         return ""
     parts = json.loads(recipe.read_text())["uniform_soup_of"]
-    listed = "; ".join(f"`{p['model']}`" + (f" ({numbers})" if (numbers := _numbers(p)) else "") for p in parts)
-    return f"the uniform average of the weights of {len(parts)} models (a model soup): {listed}"
+    listed = "\n".join(f"- `{p['model']}`" + (f": {numbers}" if (numbers := _numbers(p)) else "") for p in parts)
+    return f"the uniform average of the weights of {len(parts)} models (a model soup):\n\n{listed}"
 
 
 def _numbers(part: dict) -> str:
     shown = [(name, part.get(key)) for key, name in (("top1", "validation top-1"), ("field_proxy", "field proxy"))]
-    return ", ".join(f"{name} {100 * value:.2f}%" for name, value in shown if value is not None)
+    numbers = ", ".join(f"{name} {100 * value:.2f}%" for name, value in shown if value is not None)
+    training = part.get("training")
+    if not training:
+        return numbers
+    trained = (
+        f"trained by `{training['command']}`, {training['epochs_run']} epochs in {training['minutes']:.0f} minutes"
+    )
+    return f"{numbers}; {trained}" if numbers else trained
 
 
 def main(argv: list[str] | None = None) -> None:
