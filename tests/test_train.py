@@ -271,7 +271,7 @@ def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
     out = tmp_path / "finished"
     train.main(tiny_training_args(out, tmp_path / "work", "--finish-from", str(weights)))
     evaluation = json.loads((out / "evaluation.json").read_text())
-    assert [c["name"] for c in evaluation["candidates"]] == ["the given weights (soup.keras)"]
+    assert [c["name"] for c in evaluation["candidates"]] == ["given weights (soup.keras)"]
     assert evaluation["images"] == 3 and (out / DOMAIN_FILE).exists()
     assert find_artifact(out).labels == find_artifact(trained).labels
     card = (out / "MODEL.md").read_text()

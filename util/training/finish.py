@@ -112,7 +112,7 @@ def candidate_sources(config, trained) -> dict:
     import keras
 
     if config.finish_from is not None:
-        return {f"the given weights ({config.finish_from.name})": trained}
+        return {f"given weights ({config.finish_from.name})": trained}
     sources = {"last epoch": trained}
     best_path = config.work_dir / "best.keras"
     if best_path.exists():
