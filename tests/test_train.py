@@ -278,7 +278,8 @@ def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
     assert "uniform average of the weights of 2 models (a model soup)" in card and "validation top-1" in card
     training = card[card.index("## Training\n") : card.index("## Known limits")]
     assert "Not trained by this command" in training and "AdamW" not in training
-    assert "trained by `python train.py" in training and "1 epochs in" in training  # the ingredients' recipe
+    recorded = json.loads((trained / "model.json").read_text())["training"]  # the ingredients' recipe
+    assert f"trained by `{recorded['command']}`, {recorded['epochs_run']} epochs in" in training
 
 
 def test_a_soup_needs_shares_that_sum_to_one():
