@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util.model import Artifact, domain_calibration
+from util.model import SEPARATELY_CALIBRATED, Artifact, domain_calibration
 
 METHOD = "mahalanobis+energy"
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class DomainCheck:
         """The calibration for an engine of ``precision``; an int8 engine without its own falls back to
         the f32 one (usable, but it rejects more known leaves: logged)."""
         check = cls._load(artifact, *domain_calibration(precision))
-        if check.available or domain_calibration(precision) == domain_calibration("f32"):
+        if check.available or precision not in SEPARATELY_CALIBRATED:
             return check
         fallback = cls._load(artifact, *domain_calibration("f32"))
         if fallback.available:

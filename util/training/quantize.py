@@ -66,17 +66,9 @@ def quantize(args: argparse.Namespace) -> Path:
 
 def calibrate_int8_verdict(args: argparse.Namespace) -> dict:
     """The int8 engine's own in-domain calibration (util/model.py keeps it apart from f32's)."""
-    from util.training import calibrate
+    from util.training import calibrate, ood
 
-    argv = [str(args.model), "--data", str(args.data), "--precision", "int8"]
-    argv += ["--val-fraction", str(args.val_fraction), "--seed", str(args.seed)]
-    argv += [
-        part
-        for flag in ("labels", "outliers")
-        if getattr(args, flag)
-        for part in (f"--{flag}", str(getattr(args, flag)))
-    ]
-    return calibrate.calibrate(calibrate.parse_args(argv))
+    return calibrate.calibrate(argparse.Namespace(**vars(args), precision="int8", acceptance=ood.TARGET_ACCEPTANCE))
 
 
 def main(argv: list[str] | None = None) -> None:
