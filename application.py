@@ -1,8 +1,8 @@
 """PlantNet API: upload leaf photos, get plant-disease diagnoses as JSON.
 
-Serve it with ``python -m util.server`` (the Procfile's command: waitress, safe against slow clients),
-or ``gunicorn application:app`` behind a buffering proxy, or ``flask --app application run`` to try
-it. The JSON API lives in util/api, the page in util/web, the diagnosis in util/service.
+Serve it with ``python -m util.server`` (the Procfile's and the image's command: waitress, safe against
+slow clients), or ``flask --app application run`` to try it. The JSON API lives in util/api, the page in
+util/web, the diagnosis in util/service.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from typing import Any
 
 from flask import Flask
 
-from util import api
+from util import api, feedback
 from util.api import requestlog
-from util.config import Settings, configure_logging
-from util.model import ModelLoadError
+from util.config import STARTUP_FAILED, Settings, configure_logging
+from util.model_dir import ModelLoadError
 from util.service import DiagnosisService
 from util.web import web
-
-STARTUP_FAILED = 3  # util.server's exit code; gunicorn's "worker failed to boot" (the master stops, no respawn)
 
 log = logging.getLogger("plantnet")
 
@@ -41,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config)
     DiagnosisService(settings).init_app(app)
+    feedback.init_app(app, settings)
     api.init_app(app)
     app.register_blueprint(web)
     requestlog.init_app(app)
@@ -53,7 +52,7 @@ _default_app: Flask | None = None
 def __getattr__(name: str) -> Flask:
     """Build ``app`` / ``application`` on first use, so importing create_app loads no model.
 
-    ``gunicorn application:app`` and ``flask --app application run`` both look the name up.
+    util.server and ``flask --app application run`` both look the name up.
     """
     global _default_app
     if name not in ("app", "application"):

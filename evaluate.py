@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from training import data as ds
+from training import ood, report
+from training.augment import field_proxy_images
+from training.evaluation import Evaluation, per_class_table, plot_confusion, plot_scores, run_engine
 from util.config import Settings
 from util.domain import DomainCheck
 from util.engine import create_engine
-from util.model import find_artifact
-from util.training import dataset as ds
-from util.training import ood
-from util.training.augment import field_proxy_images
-from util.training.evaluation import Evaluation, per_class_table, plot_confusion, plot_scores, run_engine
+from util.model_dir import find_artifact
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all",
         help="'held-out': only the half of --outliers train.py never trains on",
     )
+    p.add_argument("--field", type=Path, help="field photos: class folders named as in --data (train.py --field)")
+    p.add_argument(
+        "--field-part",
+        choices=["report", "all"],
+        default="report",
+        help="'report': the half of train.py's held-out field photos that never chose anything; 'all': every photo",
+    )
+    p.add_argument("--field-val-fraction", type=float, default=0.2, help="as train.py's --field-val-fraction")
     return p.parse_args(argv)
 
 
@@ -77,7 +85,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
     indices = np.arange(len(data.paths))
     if args.split == "validation":
-        indices = ds.stratified_split(data.targets, args.val_fraction, args.seed)[1]
+        indices = ds.validation_split(data, args.val_fraction, args.seed)[1]
     known_labels = {label: i for i, label in enumerate(artifact.labels)}
     is_known = np.array([data.labels[data.targets[i]] in known_labels for i in range(len(data.paths))])
     unknown_paths = [data.paths[i] for i in np.flatnonzero(~is_known)]
@@ -106,6 +114,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     )
     if args.split == "validation" and args.outliers:
         summary["field_proxy"] = field_proxy(args, engine, pixels, targets)
+    if args.field and check.available:
+        summary["field"] = field_photos(args, data, artifact.labels, engine, check)
     if check.available:
         summary["in_domain"] = domain_report(args, check, engine, outputs, unknown_paths)
     else:
@@ -124,16 +134,30 @@ def field_proxy(args: argparse.Namespace, engine, leaves: np.ndarray, targets: n
     return {"images": len(targets), "backgrounds": len(backgrounds), "top1": top1}
 
 
+def field_photos(args: argparse.Namespace, data: ds.Dataset, labels: list[str], engine, check: DomainCheck) -> dict:
+    """Best guess, with the crop, accepted, right and harm on field photos, through the served verdict."""
+    split = ds.field_split(args.field, data.folders, args.field_val_fraction, args.seed)
+    chosen = split.report_idx if args.field_part == "report" else np.arange(len(split.paths))
+    model_index = {label: i for i, label in enumerate(labels)}
+    kept = [i for i in chosen if data.labels[split.targets[i]] in model_index]
+    targets = np.array([model_index[data.labels[split.targets[i]]] for i in kept], np.int64)
+    outputs = run_engine(engine.predict, ds.load_pixels([split.paths[i] for i in kept], engine.input_size))
+    known = np.array([v.known for v in check.judge(outputs["logits"], outputs["features"])], bool)
+    field = report.field_report(outputs["probabilities"], targets, known, labels)
+    print(f"\nfield photos ({args.field_part} part of {args.field}):\n{report.field_table(field)}")
+    return field
+
+
 def domain_report(args, check: DomainCheck, engine, known_outputs: dict, unknown_paths: list[Path]) -> list[dict]:
     """Score every group with the shipped threshold; print and return one row per group."""
-    known = check.statistics.scores(known_outputs["logits"], known_outputs["features"])
+    known = check.verdict_scores(known_outputs["logits"], known_outputs["features"])
     scores = {"known leaves": known}
     groups = outlier_groups(args, unknown_paths, engine.input_size)
     leaves = _some_leaves(args, engine.input_size)
     groups.update({f"{k} (synthetic)": v for k, v in ood.synthetic_outliers(leaves, 40, args.seed).items()})
     for name, pixels in groups.items():
         out = run_engine(engine.predict, pixels)
-        scores[name] = check.statistics.scores(out["logits"], out["features"])
+        scores[name] = check.verdict_scores(out["logits"], out["features"])
     rows = [
         ood.report_group(name, known, values, check.threshold, name == "known leaves").as_dict()
         for name, values in scores.items()

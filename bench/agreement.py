@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from training import data as ds
+from training.evaluation import run_engine
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine
-from util.model import INT8_IR, find_artifact
-from util.training import dataset as ds
-from util.training.evaluation import run_engine
+from util.model_dir import INT8_IR, find_artifact
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
     indices = np.arange(len(data.paths))
     if args.split == "validation":
-        indices = ds.stratified_split(data.targets, args.val_fraction, args.seed)[1]
+        indices = ds.validation_split(data, args.val_fraction, args.seed)[1]
     indices, targets = ds.restrict_to_labels(data, indices, artifact.labels)
     size = engines["tensorflow/f32"].input_size
     pixels = ds.load_pixels([data.paths[i] for i in indices], size)

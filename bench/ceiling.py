@@ -14,7 +14,7 @@ import numpy as np
 
 from util.config import Settings
 from util.engine import Engine, create_engine
-from util.model import find_artifact
+from util.model_dir import find_artifact
 
 BATCH_SIZES = (1, 8, 16, 32)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from util.model import find_artifact
-from util.training import dataset as ds
-from util.training.finish import serving_model, top1
-from util.training.recalibrate import recalibrate_batch_norm
+from training import data as ds
+from training.finish import serving_model, top1
+from training.recalibrate import recalibrate_batch_norm
+from util.model_dir import find_artifact
 
 RECALIBRATION_BATCHES = 60  # of 64 training images: enough for stable batch-norm statistics
 
@@ -30,7 +30,7 @@ def main() -> None:
     artifact = find_artifact(args.model)
     trained = keras.saving.load_model(args.model / "model.keras", compile=False)
     data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
-    train_idx, val_idx = ds.stratified_split(data.targets, args.val_fraction, args.seed)
+    train_idx, val_idx = ds.validation_split(data, args.val_fraction, args.seed)
     val_idx, targets = ds.restrict_to_labels(data, val_idx, artifact.labels)
     train_idx, _ = ds.restrict_to_labels(data, train_idx, artifact.labels)
     for size in args.sizes:

@@ -7,8 +7,6 @@ Keras ``model(x)`` call per request. Same model and labels as the service; not f
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,7 +14,9 @@ import tensorflow as tf
 from flask import Flask, jsonify, request
 from PIL import Image
 
-MODEL_DIR = Path(os.environ.get("PLANTNET_MODEL_DIR", Path(__file__).resolve().parent.parent / "plantnet"))
+from util.config import Settings
+
+MODEL_DIR = Settings.from_env().model_dir  # PLANTNET_MODEL_DIR, like the service's
 model = keras.saving.load_model(MODEL_DIR / "model.keras", compile=False)
 labels = (MODEL_DIR / "labels.txt").read_text().split("\n")
 size = int(model.input_shape[1])

@@ -5,15 +5,13 @@ Helpers live in tests/support.py; import them from there, never from this file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fake_plantnet import FakePlantNet
-from tests.fake_plantnet import serving as fake_serving
+from tests.fake_plantnet import fake, url  # noqa: F401  (fixtures: the client's HTTP double)
 from tests.support import TEST_LIMITS, TINY_LABELS, TINY_METADATA, Diagnoser, build_tiny_model, serving
-from util.model import save_model_dir
+from util.model_dir import save_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -50,15 +48,3 @@ def service(app):
     from util.service import EXTENSION
 
     return app.extensions[EXTENSION]
-
-
-@pytest.fixture
-def fake() -> FakePlantNet:
-    """The client tests' HTTP double of the API (tests/fake_plantnet.py)."""
-    return FakePlantNet()
-
-
-@pytest.fixture
-def url(fake) -> Iterator[str]:
-    with fake_serving(fake) as base:
-        yield base

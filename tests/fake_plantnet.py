@@ -13,11 +13,26 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 PREDICTION = "/Diagnosis/prediction"
 PREDICTIONS = "/Diagnosis/predictions"
+PLANT = "/Diagnosis/plant"
+MODEL = "/Diagnosis/model"
+MODEL_INFO = {
+    "name": "fake",
+    "version": "0",
+    "input_size": 160,
+    "engine": "fake",
+    "precision": "f32",
+    "labels": 2,
+    "crops": [{"crop": "Apple", "labels": ["Apple_scab"]}, {"crop": "Tomato", "labels": ["Tomato_Late blight"]}],
+    "in_domain": {"available": True, "method": "fake", "threshold": 0.5},
+    "measured": {"split": "validation", "images": 10, "top1": 0.9},
+    "limits": {"max_photos_per_plant": 5},
+}
 
 
 # -- the HTTP double -----------------------------------------------------------------------------
@@ -79,10 +94,15 @@ class FakePlantNet:
         path = request.path
         if path.startswith("/files/"):
             return self.serve_file(request, path[len("/files/") :])
-        uploads = request.files.getlist("images" if path == PREDICTIONS else "image")
+        uploads = request.files.getlist("images" if path in (PREDICTIONS, PLANT) else "image")
         with self.lock:
             self.requests.append(
-                {"path": path, "filenames": [u.filename for u in uploads], "top_k": request.form.get("top_k")}
+                {
+                    "path": path,
+                    "filenames": [u.filename for u in uploads],
+                    "top_k": request.form.get("top_k"),
+                    **{hint: request.form[hint] for hint in ("crop", "strict") if hint in request.form},
+                }
             )
             answer = self.scripted[path].popleft() if self.scripted[path] else None
         if answer is not None:
@@ -111,7 +131,30 @@ class FakePlantNet:
                     item.update(status=415, message="not an image")
                 results.append(item)
             return self.json({"results": results, "model": {"name": "fake", "version": "0"}})
+        if path == PLANT and request.method == "POST":
+            return self.plant(uploads, top_k, request.form.get("crop"))
+        if path == MODEL and request.method == "GET":
+            return self.json(MODEL_INFO)
         return self.json({"message": "not found"}, 404)
+
+    def plant(self, uploads: list, top_k: int | None, crop: str | None) -> Response:
+        """One plant: the first readable photo's label stands for the combination; 'Unknown' photos are left out."""
+        if not uploads or len(uploads) > 5:
+            return self.json({"message": "Send 1 to 5 photos of one plant in 'images'."}, 400)
+        if crop is not None and crop not in ("Apple", "Tomato"):
+            return self.json({"message": f"This model does not know the crop {crop!r}."}, 400)
+        photos, labels = [], []
+        for index, upload in enumerate(uploads):
+            label = label_of(upload.read())
+            item = {"index": index, "filename": upload.filename}
+            if label:
+                item.update(status=200, diagnosis=diagnosis(label, top_k))
+                labels += [label] if label != "Unknown" else []
+            else:
+                item.update(status=415, message="not an image")
+            photos.append(item)
+        body = {**diagnosis(labels[0] if labels else "Unknown", top_k), "combined_from": len(labels), "photos": photos}
+        return self.json({**body, "crop": crop} if crop else body)
 
     def serve_file(self, request: Request, name: str) -> Response:
         if name.startswith("stream-"):  # chunked, no Content-Length: the client must count
@@ -137,3 +180,17 @@ def serving(app, port: int = 0) -> Iterator[str]:
         server.shutdown()
         thread.join(5)
         server.server_close()
+
+
+# -- fixtures: tests/conftest.py and client/tests/conftest.py both import these ---------------------
+@pytest.fixture
+def fake() -> FakePlantNet:
+    """The client tests' HTTP double of the API."""
+    return FakePlantNet()
+
+
+@pytest.fixture
+def url(fake) -> Iterator[str]:
+    """The double's base URL on 127.0.0.1."""
+    with serving(fake) as base:
+        yield base

@@ -20,6 +20,7 @@ from tests.support import (
     leaf_like,
     many_frame_gif,
     sixteen_bit_png,
+    text_chunk_png,
 )
 
 
@@ -57,6 +58,8 @@ BUILDERS: dict[str, Callable[[], tuple[bytes, str, int]]] = {
     "palette png": lambda: (encoded(leaf_like(mode="P"), "PNG"), "p.png", 200),
     "rgba png": lambda: (encoded(leaf_like(mode="RGBA"), "PNG"), "rgba.png", 200),
     "grayscale png": lambda: (encoded(leaf_like(mode="L"), "PNG"), "l.png", 200),
+    "png with 60 MB of text chunks": lambda: (text_chunk_png(), "text.png", 413),
+    "progressive jpeg": lambda: (encoded(leaf_like((300, 300)), "JPEG", progressive=True), "prog.jpg", 200),
 }
 
 

@@ -23,6 +23,9 @@ from tests.support import PREDICT, multipart_body
 MAX_SLOW_CONNECTIONS = 2000
 BOUNDARY = "XyZ"
 LOOPBACK = ("127.0.0.1", "localhost")
+# Slow clients connect from another loopback address than the normal uploads, as attackers and users
+# do: the server caps connections per client address (PLANTNET_SERVER_CONNECTIONS_PER_ADDRESS).
+ATTACKER = "127.0.0.2"
 
 
 def loopback(url: str) -> tuple[str, int]:
@@ -34,20 +37,20 @@ def loopback(url: str) -> tuple[str, int]:
 
 
 class SlowClients:
-    """``count`` connections that send a request one byte per ``interval`` seconds, for as long as they are open.
+    """``count`` connections from ``source`` that send a request one byte per ``interval`` seconds, while open.
 
     ``mode="body"`` sends full headers announcing a 1 MB multipart upload, then trickles the body;
     ``mode="headers"`` trickles the request line and headers themselves (classic slowloris).
     Use as a context manager; ``alive`` counts connections the server has not closed.
     """
 
-    def __init__(self, url: str, count: int, mode: str = "body", interval: float = 1.0):
+    def __init__(self, url: str, count: int, mode: str = "body", interval: float = 1.0, source: str = ATTACKER):
         if not 0 <= count <= MAX_SLOW_CONNECTIONS:
             raise ValueError(f"between 0 and {MAX_SLOW_CONNECTIONS} slow connections")
         if mode not in ("body", "headers"):
             raise ValueError("mode is 'body' or 'headers'")
         self.address = loopback(url)
-        self.count, self.mode, self.interval = count, mode, interval
+        self.count, self.mode, self.interval, self.source = count, mode, interval, source
         self.sockets: list[socket.socket] = []
         self.bytes_sent = 0
         self._stop = threading.Event()
@@ -73,7 +76,7 @@ class SlowClients:
 
     def __enter__(self) -> SlowClients:
         for _ in range(self.count):
-            sock = socket.create_connection(self.address, timeout=5)
+            sock = socket.create_connection(self.address, timeout=5, source_address=(self.source, 0))
             sock.sendall(self._opening())
             sock.setblocking(False)
             self.sockets.append(sock)

@@ -7,6 +7,7 @@ never the reverse.
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 import socket
@@ -40,6 +41,8 @@ TINY_METADATA = {"name": "tiny-test-model", "version": "0.0.1"}
 TINY_SIZE = 32
 PREDICT = "/Diagnosis/prediction"
 PREDICTIONS = "/Diagnosis/predictions"
+PLANT = "/Diagnosis/plant"
+MODEL = "/Diagnosis/model"
 # The limits of the test app (the `app` fixture), small enough to cross in a test.
 TEST_LIMITS = {
     "max_upload_bytes": 2 * 1024 * 1024,
@@ -91,6 +94,10 @@ class Diagnoser:
     def many(self, photos: Sequence[tuple[str, bytes]], **fields):
         """POST (file name, bytes) photos to /Diagnosis/predictions, in order."""
         return self.client.post(PREDICTIONS, data={"images": [(io.BytesIO(d), n) for n, d in photos], **fields})
+
+    def plant(self, photos: Sequence[tuple[str, bytes]], **fields):
+        """POST (file name, bytes) photos of one plant to /Diagnosis/plant, in order."""
+        return self.client.post(PLANT, data={"images": [(io.BytesIO(d), n) for n, d in photos], **fields})
 
 
 # --- sample photos -------------------------------------------------------------------------------
@@ -153,6 +160,14 @@ def idat_bomb(side: int = 8000) -> bytes:
     compressor = zlib.compressobj(9)
     body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     return declared_png(side, side, body)
+
+
+def text_chunk_png(chunks: int = 60, each: int = 1024 * 1024) -> bytes:
+    """A small PNG carrying ``chunks`` zTXt chunks of ``each`` bytes once decompressed: 63 kB, 60 MB of text."""
+    base = image_bytes(size=(64, 48))
+    text = zlib.compress(b"a" * (each - 1), 9)
+    extra = b"".join(png_chunk(b"zTXt", b"k%d\0\0" % i + text) for i in range(chunks))
+    return base[:33] + extra + base[33:]  # after the signature and IHDR, before IDAT
 
 
 def many_frame_gif(frames: int = 3000) -> bytes:
@@ -248,7 +263,7 @@ class Server:
         raise RuntimeError(f"the service was not healthy within {limit:.0f} s")
 
     def worker_rss_mb(self) -> float:
-        """Largest VmRSS of the process and its children: util.server is one process, gunicorn has workers."""
+        """Largest VmRSS of the process and its children: util.server is one process; a compared server may fork."""
         sizes = []
         for status in Path("/proc").glob("[0-9]*/status"):
             try:
@@ -308,6 +323,34 @@ def moto_s3(objects: dict[str, dict[str, bytes]]) -> Iterator[str]:
         server.stop()
 
 
+# What bulk classification reads from S3 (tests/test_bulk.py, tests/test_bulk_ray.py): moto's servers in one
+# process share one store, so a bucket of its own, not the client tests' "leaves".
+NOT_AN_IMAGE = b"this is not an image"
+BULK_BUCKET = "bulk-leaves"
+
+
+def bulk_s3_objects() -> dict[str, dict[str, bytes]]:
+    """Three leaves and a broken file under field-7/, one more leaf under field-8/."""
+    keys = {f"field-7/{name}": data for name, data in leaf_samples()[:3]}
+    return {BULK_BUCKET: {**keys, "field-7/broken.png": NOT_AN_IMAGE, "field-8/other.jpg": leaf_samples()[0][1]}}
+
+
+def assert_same_answer(ours, theirs, tolerance: float = 1e-4, where: str = "diagnosis") -> None:
+    """Equal JSON, except floats may differ by the engine's precision (batches of other sizes)."""
+    if isinstance(theirs, float) and isinstance(ours, (int, float)):
+        assert math.isclose(ours, theirs, abs_tol=tolerance), f"{where}: {ours} != {theirs}"
+    elif isinstance(theirs, dict):
+        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), f"{where}: {ours} != {theirs}"
+        for key in theirs:
+            assert_same_answer(ours[key], theirs[key], tolerance, f"{where}.{key}")
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours} != {theirs}"
+        for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            assert_same_answer(a, b, tolerance, f"{where}[{index}]")
+    else:
+        assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
+
+
 def use_fake_aws(patch: pytest.MonkeyPatch, directory: Path, endpoint: str | None = None) -> None:
     """Point boto3's standard credential chain at test credentials (and ``endpoint``); nothing of the machine's."""
     for name in AWS_UNSET:
@@ -323,3 +366,89 @@ def use_fake_aws(patch: pytest.MonkeyPatch, directory: Path, endpoint: str | Non
         env["AWS_ENDPOINT_URL"] = endpoint
     for name, value in env.items():
         patch.setenv(name, value)
+
+
+# -- PostgreSQL: a throwaway cluster on 127.0.0.1 (Debian's `postgresql`; .ci/run installs it) ----------
+POSTGRES_USER = "postgres"  # initdb and the server refuse to run as root: as root, run them as this user
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/<version>/bin; None if absent."""
+    import shutil
+
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return versions[-1].parent if versions else None
+
+
+def postgres_unavailable() -> str | None:
+    """Why a PostgreSQL server cannot be started here, or None when it can."""
+    import pwd
+
+    if postgres_binaries() is None:
+        return "PostgreSQL is not installed (apt-get install postgresql)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(POSTGRES_USER)
+        except KeyError:
+            return f"running as root and there is no {POSTGRES_USER!r} user to run PostgreSQL as"
+    return None
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a fresh PostgreSQL cluster (trust auth, 127.0.0.1, a free port); yield the URL of its postgres db."""
+    import pwd
+    import shutil
+    import tempfile
+
+    bin_dir = postgres_binaries()
+    assert bin_dir is not None, postgres_unavailable()
+    root = Path(tempfile.mkdtemp(prefix="plantnet-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(POSTGRES_USER)
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", POSTGRES_USER, "--"]
+    data, port = root / "data", free_port()
+    run = lambda *args: subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "-t", "60", "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_postgres_database(server_url: str, name: str) -> str:
+    """Create an empty database ``name`` on the server; its SQLAlchemy URL."""
+    import psycopg
+
+    plain = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def s3_client(endpoint: str):
+    """A boto3 S3 client on ``endpoint`` with test credentials, touching nothing of the machine's."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+
+
+def exif_jpeg(size: tuple[int, int] = (2000, 1500)) -> bytes:
+    """A leaf-green JPEG that carries EXIF with a camera maker and a GPS position, as phone photos do."""
+    image = Image.new("RGB", size, (40, 130, 50))
+    exif = image.getexif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0110] = "PhoneModel 12"  # Model
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 3.0)}  # GPSInfo: latitude, longitude
+    return encoded(image, "JPEG", exif=exif, quality=90)

@@ -75,6 +75,41 @@ def test_a_lone_request_waits_at_most_about_max_wait():
         batcher.close()
 
 
+def test_waiting_only_for_announced_work_runs_a_lone_request_at_once():
+    model = RecordingModel()
+    batcher = Batcher(model, SHAPE, max_batch_size=16, max_wait_ms=2000, wait_only_for_announced=True)
+    try:
+        began = time.monotonic()
+        batcher.predict(pixels(1), timeout=5)
+        assert time.monotonic() - began < 1.0  # far below max_wait: nothing else was announced
+    finally:
+        batcher.close()
+    assert model.batch_sizes == [1]
+
+
+def test_work_announced_while_a_batch_gathers_joins_it():
+    model = RecordingModel()
+    batcher = Batcher(model, SHAPE, max_batch_size=16, max_wait_ms=2000, wait_only_for_announced=True)
+    try:
+        with batcher.announced(1):  # another caller is still decoding its photo
+            first = batcher.submit(pixels(1))
+            time.sleep(0.1)  # the batch waits for it instead of running the first alone
+            second = batcher.submit(pixels(2))
+        assert [float(f.result(5)[0]) for f in (first, second)] == [1, 2]
+    finally:
+        batcher.close()
+    assert model.batch_sizes == [2]
+
+
+def test_rows_that_are_views_of_the_reused_batch_buffer_stay_each_callers_own():
+    batcher = Batcher(lambda batch: batch.reshape(len(batch), -1), SHAPE, max_batch_size=2, max_wait_ms=0)
+    try:
+        rows = [batcher.predict(pixels(v), timeout=5) for v in (1, 2, 3)]
+    finally:
+        batcher.close()
+    assert [float(row[0]) for row in rows] == [1, 2, 3]
+
+
 def test_an_engine_failure_fails_only_its_batch_and_the_batcher_keeps_serving():
     model = RecordingModel(fail_on=7.0)
     batcher = Batcher(model, SHAPE, max_batch_size=1, max_wait_ms=0)

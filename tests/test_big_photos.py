@@ -18,6 +18,7 @@ from tests.slowclients import big_photo, memory_mb, upload
 from tests.support import PREDICT, TINY_LABELS, Server, encoded, model_env, sample_bytes
 from util import leaf
 from util.budget import DecodeBusy, PixelBudget
+from util.config import Settings
 
 MB = 1024 * 1024
 
@@ -55,10 +56,10 @@ def test_one_image_larger_than_the_whole_budget_runs_alone_instead_of_never():
 
 
 def test_the_budget_is_sized_from_the_environment():
-    assert PixelBudget.from_env({}).capacity == 512 * MB
-    assert PixelBudget.from_env({"PLANTNET_DECODE_BUDGET_MB": "64"}).capacity == 64 * MB
+    assert PixelBudget.for_settings(Settings.from_env({})).capacity == 512 * MB
+    assert PixelBudget.for_settings(Settings.from_env({"PLANTNET_DECODE_BUDGET_MB": "64"})).capacity == 64 * MB
     with pytest.raises(ValueError, match="PLANTNET_DECODE_BUDGET_MB"):
-        PixelBudget.from_env({"PLANTNET_DECODE_BUDGET_MB": "lots"})
+        Settings.from_env({"PLANTNET_DECODE_BUDGET_MB": "lots"})
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support import BIG_PHOTO, SAMPLES, SHIPPED_MODEL, Server, expected_samples, model_env
+from tests.support import SAMPLES, SHIPPED_MODEL, Server, expected_samples, model_env
 from util.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.shipped_model]
@@ -153,7 +153,7 @@ def test_a_text_file_gives_a_readable_error(open_page, server):
 
 def test_a_photo_that_is_not_a_leaf_gets_the_message_not_a_diagnosis(open_page, server):
     page, recording = open_page()
-    diagnose(page, BIG_PHOTO)  # a pothos, a house plant the model never saw
+    diagnose(page, not_a_leaf_file())  # not a plant at all
     card = page.locator("#results > li").first
     assert NOT_A_LEAF in card.inner_text()
     assert card.locator("meter").count() == 0 and card.locator(".plant").count() == 0
@@ -246,3 +246,72 @@ def test_the_drop_zone_is_reached_with_the_keyboard(open_page):
     assert page.evaluate("document.activeElement.id") == "photos"
     outline = page.locator("#dropzone").evaluate("node => getComputedStyle(node).outlineStyle")
     assert outline == "solid"  # the focus is visible on the drop zone around the hidden input
+
+
+# --- the grower's hints: which plant, and several photos of one plant (issue 23) -----------------
+
+
+def mirrored_file(name: str) -> dict:
+    """The sample photo turned over: a second photo of the same leaf."""
+    from PIL import Image, ImageOps
+
+    from tests.support import encoded
+
+    image = ImageOps.mirror(Image.open(SAMPLES / name).convert("RGB"))
+    return {"name": "mirror.jpg", "mimeType": "image/jpeg", "buffer": encoded(image, "JPEG", quality=92)}
+
+
+def not_a_leaf_file() -> dict:
+    from tests.support import TINY_OUTLIERS
+
+    photo = sorted((TINY_OUTLIERS / "far").glob("*.jpg"))[0]
+    return {"name": "not-a-leaf.jpg", "mimeType": "image/jpeg", "buffer": photo.read_bytes()}
+
+
+def choose_one_plant(page, crop: str) -> None:
+    page.get_by_label("Which plant is this?").select_option(crop)
+    page.get_by_label("These photos show one plant").check()
+    name = "tomato_late_blight.jpg"
+    page.set_input_files("#photos", [photo_file(name), mirrored_file(name), not_a_leaf_file()])
+
+
+def assert_one_plant_of_late_blight(page) -> None:
+    cards = page.locator("#results > li")
+    plant = cards.first
+    assert "This plant: one diagnosis from 2 of 3 photos" in plant.inner_text()
+    assert plant.locator(".plant").inner_text() == "Tomato"
+    assert "Late blight" in plant.locator(".verdict").inner_text()
+    statuses = page.locator("#plant-photos > li")
+    assert statuses.count() == 3
+    assert [statuses.nth(i).get_attribute("class").split()[-1] for i in range(3)] == [
+        "plant-photo-used",
+        "plant-photo-used",
+        "plant-photo-unknown",
+    ]
+    assert "Photo 3: not-a-leaf.jpg: Left out: not a leaf the model knows." in statuses.nth(2).inner_text()
+
+
+def test_one_plant_with_a_crop_gives_one_diagnosis_and_each_photos_status(open_page, server):
+    page, recording = open_page()
+    choose_one_plant(page, "Tomato")
+    with page.expect_response("**/Diagnosis/plant") as answered:
+        page.get_by_role("button", name="Diagnose").click()
+    wait_for_answers(page)
+    body = answered.value.json()  # the page sent the hint and the three photos (Chromium hides file bodies)
+    assert body["crop"] == "Tomato" and len(body["photos"]) == 3
+    assert_one_plant_of_late_blight(page)
+    assert "of one plant checked: Tomato, Late blight" in page.get_by_role("status").inner_text()
+    assert "Left out" not in card_text(page, 2) and NOT_A_LEAF in card_text(page, 4)  # each photo's own card
+    recording.assert_clean(server.url)
+
+
+def test_one_plant_works_without_javascript(open_page, server):
+    page, recording = open_page(java_script_enabled=False)
+    choose_one_plant(page, "Tomato")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Diagnose").click()
+    assert page.url == f"{server.url}/diagnose"
+    assert_one_plant_of_late_blight(page)
+    assert page.get_by_label("Which plant is this?").input_value() == "Tomato"
+    assert page.get_by_label("These photos show one plant").is_checked()
+    recording.assert_clean(server.url)

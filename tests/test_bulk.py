@@ -6,19 +6,23 @@ The tiny model keeps these fast; tests/test_routes_agree.py checks the shipped m
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import TINY_LABELS, leaf_samples, moto_s3, use_fake_aws
+from tests.support import (
+    BULK_BUCKET,
+    NOT_AN_IMAGE,
+    TINY_LABELS,
+    assert_same_answer,
+    bulk_s3_objects,
+    leaf_samples,
+    moto_s3,
+    use_fake_aws,
+)
 from util import bulk
-
-BAD = b"this is not an image"
-# moto's servers in one process share one store: a bucket of our own, not the client tests' "leaves"
-BUCKET = "bulk-leaves"
 
 
 @pytest.fixture
@@ -37,7 +41,7 @@ def photos(tmp_path) -> Path:
     for name, data in samples[:3]:
         (folder / name).write_bytes(data)
     (folder / "sub" / samples[3][0]).write_bytes(samples[3][1])
-    (folder / "broken.jpg").write_bytes(BAD)
+    (folder / "broken.jpg").write_bytes(NOT_AN_IMAGE)
     (folder / "notes.txt").write_text("not listed: no image extension")
     (folder / ".hidden.jpg").write_bytes(samples[0][1])
     return folder
@@ -67,6 +71,21 @@ def test_a_folder_gives_one_line_per_photo_with_the_apis_json(photos, tmp_path, 
         api = diagnose.one(Path(source).read_bytes(), Path(source).name, top_k=2).get_json()
         assert_same_answer(item["diagnosis"], api)  # the API's JSON, field for field
         assert item["diagnosis"]["label"] in TINY_LABELS and len(item["diagnosis"]["top_k"]) == 2
+
+
+def test_a_crop_hint_gives_the_apis_json_for_that_hint(photos, tmp_path, tiny_model_dir, model_env, diagnose):
+    out = tmp_path / "results.jsonl"
+    assert run(str(photos / "sub"), "--out", str(out), "--model", str(tiny_model_dir), "--crop", " tomato ") == 0
+    (item,) = lines(out)
+    api = diagnose.one(Path(item["source"]).read_bytes(), "leaf.jpg", crop="Tomato").get_json()
+    assert item["diagnosis"]["crop"] == "Tomato" and item["diagnosis"]["species"] == "Tomato"
+    assert_same_answer(item["diagnosis"], api)
+
+
+def test_an_unknown_crop_is_a_usage_error_naming_the_known_ones(photos, tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "x.jsonl"
+    assert run(str(photos), "--out", str(out), "--model", str(tiny_model_dir), "--crop", "Banana") == bulk.EXIT_USAGE
+    assert "'Banana'" in capsys.readouterr().err and not out.exists()
 
 
 def test_resume_skips_answered_photos_and_retries_the_rest(photos, tmp_path, tiny_model_dir, model_env):
@@ -120,15 +139,10 @@ def test_top_k_over_the_limit_is_a_usage_error(photos, tmp_path, capsys):
 # --- S3, through moto's server on 127.0.0.1 -------------------------------------------------------
 
 
-def s3_objects() -> dict[str, dict[str, bytes]]:
-    keys = {f"field-7/{name}": data for name, data in leaf_samples()[:3]}
-    return {BUCKET: {**keys, "field-7/broken.png": BAD, "field-8/other.jpg": leaf_samples()[0][1]}}
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     pytest.importorskip("moto.server")
-    with moto_s3(s3_objects()) as endpoint:
+    with moto_s3(bulk_s3_objects()) as endpoint:
         yield endpoint
 
 
@@ -141,30 +155,11 @@ def aws(monkeypatch, tmp_path, s3_endpoint) -> str:
 
 def test_an_s3_prefix_is_classified_like_a_folder(aws, tmp_path, tiny_model_dir, model_env):
     out = tmp_path / "results.jsonl"
-    assert run(f"s3://{BUCKET}/field-7", "--out", str(out), "--model", str(tiny_model_dir)) == 1
+    assert run(f"s3://{BULK_BUCKET}/field-7", "--out", str(out), "--model", str(tiny_model_dir)) == 1
     found = {item["source"]: item for item in lines(out)}
     names = sorted(name for name, _ in leaf_samples()[:3])
     assert sorted(found) == sorted(
-        [f"s3://{BUCKET}/field-7/broken.png", *(f"s3://{BUCKET}/field-7/{n}" for n in names)]
+        [f"s3://{BULK_BUCKET}/field-7/broken.png", *(f"s3://{BULK_BUCKET}/field-7/{n}" for n in names)]
     )
-    assert found.pop(f"s3://{BUCKET}/field-7/broken.png")["status"] == 415
+    assert found.pop(f"s3://{BULK_BUCKET}/field-7/broken.png")["status"] == 415
     assert all(item["status"] == 200 and item["diagnosis"]["label"] in TINY_LABELS for item in found.values())
-
-
-# --- helpers ----------------------------------------------------------------------------------------
-
-
-def assert_same_answer(ours, theirs, tolerance: float = 1e-4, where: str = "diagnosis") -> None:
-    """Equal JSON, except floats may differ by the engine's precision (batches of other sizes)."""
-    if isinstance(theirs, float) and isinstance(ours, (int, float)):
-        assert math.isclose(ours, theirs, abs_tol=tolerance), f"{where}: {ours} != {theirs}"
-    elif isinstance(theirs, dict):
-        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), f"{where}: {ours} != {theirs}"
-        for key in theirs:
-            assert_same_answer(ours[key], theirs[key], tolerance, f"{where}.{key}")
-    elif isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {ours} != {theirs}"
-        for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            assert_same_answer(a, b, tolerance, f"{where}[{index}]")
-    else:
-        assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"

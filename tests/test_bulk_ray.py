@@ -13,8 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SAMPLES, TINY_LABELS, leaf_samples, moto_s3, use_fake_aws
-from tests.test_bulk import BAD, BUCKET, assert_same_answer, s3_objects
+from tests.support import (
+    BULK_BUCKET,
+    NOT_AN_IMAGE,
+    SAMPLES,
+    TINY_LABELS,
+    assert_same_answer,
+    bulk_s3_objects,
+    leaf_samples,
+    moto_s3,
+    use_fake_aws,
+)
 from util import bulk
 
 try:
@@ -32,7 +41,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 on 127.0.0.1 with the same objects as tests/test_bulk.py."""
-    with moto_s3(s3_objects()) as endpoint:
+    with moto_s3(bulk_s3_objects()) as endpoint:
         yield endpoint
 
 
@@ -60,7 +69,7 @@ def photos(tmp_path) -> Path:
     for path in sorted(SAMPLES.glob("*.jpg")):
         if path.name != "plantnet_original_sample.jpg":
             shutil.copy(path, folder / path.name)
-    (folder / "broken.jpg").write_bytes(BAD)
+    (folder / "broken.jpg").write_bytes(NOT_AN_IMAGE)
     return folder
 
 
@@ -96,7 +105,10 @@ def test_ray_resume_reads_only_what_is_left(local_ray, photos, tmp_path, tiny_mo
 
 def test_ray_reads_an_s3_prefix(local_ray, tmp_path, tiny_model_dir):
     out = tmp_path / "ray.jsonl"
-    assert bulk.main([f"s3://{BUCKET}/field-7/", "--out", str(out), "--ray", "--model", str(tiny_model_dir)]) == 1
+    assert bulk.main([f"s3://{BULK_BUCKET}/field-7/", "--out", str(out), "--ray", "--model", str(tiny_model_dir)]) == 1
     found = {item["source"]: item["status"] for item in lines(out)}
     names = sorted(name for name, _ in leaf_samples()[:3])
-    assert found == {f"s3://{BUCKET}/field-7/broken.png": 415, **{f"s3://{BUCKET}/field-7/{n}": 200 for n in names}}
+    assert found == {
+        f"s3://{BULK_BUCKET}/field-7/broken.png": 415,
+        **{f"s3://{BULK_BUCKET}/field-7/{n}": 200 for n in names},
+    }

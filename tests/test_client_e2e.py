@@ -85,3 +85,19 @@ def test_a_bad_photo_makes_the_exit_status_non_zero(server, leaves, tmp_path):
     assert by_name.pop("broken.jpg")["error_status"] == 415
     assert len(by_name) == 3 and all(r["ok"] for r in by_name.values())
     assert "broken.jpg" in done.stderr  # the summary names the failed photo
+
+
+def test_plant_and_model_against_the_real_service(server, leaves):
+    photos = sorted(str(p) for p in leaves.rglob("*.jpg"))
+    done = plantnet("plant", *photos, "--url", server.url, "--crop", "tomato", "--format", "json", "--top-k", "2")
+    assert done.returncode == 0, done.stderr
+    plant = json.loads(done.stdout)
+    assert plant["crop"] == "Tomato" and plant["species"] == "Tomato" and plant["combined_from"] == 3
+    assert [photo["source"] for photo in plant["photos"]] == photos
+    assert all(photo["crop"] == "Tomato" for photo in plant["photos"])
+    described = plantnet("model", "--url", server.url, "--format", "json")
+    assert described.returncode == 0, described.stderr
+    crops = {group["crop"] for group in json.loads(described.stdout)["crops"]}
+    assert crops == {label.split("_")[0] for label in TINY_LABELS}
+    unknown = plantnet("diagnose", photos[0], "--url", server.url, "--crop", "Banana", "--format", "jsonl")
+    assert unknown.returncode == 1 and "Apple, Tomato" in json.loads(unknown.stdout)["error_message"]

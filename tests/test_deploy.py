@@ -48,7 +48,8 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-SERVE_REQUIREMENTS = DEPLOY / "requirements-serve.txt"
+SERVE_REQUIREMENTS = DEPLOY / "requirements-serve.in"  # the top-level serving pins
+SERVE_LOCK = DEPLOY / "requirements-serve.txt"  # compiled from them: every transitive version, with hashes
 ADAPTER_RULES = K8S / "prometheus-adapter-rules.yaml"
 
 # The service's HTTP routes and metric (issue 12 items 3 and 4); the probes and the HPA must use these.
@@ -75,6 +76,8 @@ SERVE_PACKAGES = {
     "openvino",
     "prometheus-client",
     "threadpoolctl",
+    # feedback storage (util/feedback), imported only when PLANTNET_FEEDBACK is on
+    *("sqlalchemy", "alembic", "psycopg", "psycopg-binary", "boto3"),
 }
 
 
@@ -214,10 +217,22 @@ def test_runtime_stage_has_healthcheck_on_readiness_and_exec_form_cmd(runtime):
     assert not runtime.all("ENTRYPOINT"), "no shell wrapper in front of the server"
 
 
+def test_one_way_to_start_the_procfile_and_the_image_both_run_util_server(runtime):
+    """``python -m util.server`` is the entry point: no gunicorn settings, gunicorn no runtime requirement."""
+    procfile = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    image = exec_form(runtime.all("CMD")[0].value)
+    assert procfile.split(":", 1)[1].split() == image == ["python", "-m", "util.server"]
+    assert not (ROOT / "gunicorn.conf.py").exists()
+    assert "gunicorn" not in requirement_pins(ROOT / "requirements.txt")
+    assert "gunicorn" not in requirement_pins(SERVE_REQUIREMENTS)
+    assert "gunicorn" not in lock_entries(SERVE_LOCK)
+
+
 def test_runtime_stage_listens_on_port_and_configures_runtime(runtime):
     env = runtime.env()
     assert env["PORT"] == "5000"
-    assert [i.value for i in runtime.all("EXPOSE")] == ["5000"]
+    assert env["PLANTNET_ADMIN_PORT"] == "9000", "health and metrics on their own port (issue 27)"
+    assert [i.value for i in runtime.all("EXPOSE")] == ["5000 9000"]
     assert env["PLANTNET_BACKEND"] == "openvino", "no silent fallback to a TensorFlow the image lacks"
     assert env["TMPDIR"] == "/tmp", "anything written goes to the mounted temp dir"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1", "no .pyc writes on a read-only root filesystem"
@@ -261,6 +276,46 @@ def test_serving_requirements_have_no_tensorflow_and_share_pins():
     full = requirement_pins(ROOT / "requirements.txt")
     differ = {name: (version, full[name]) for name, version in serve.items() if full.get(name, version) != version}
     assert not differ, f"deploy/requirements-serve.txt pins differ from requirements.txt: {differ}"
+
+
+def lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a pip-compile lock: ``name==version \\`` lines and their ``--hash`` lines."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = re.sub(r"\\\n\s*", " ", path.read_text())  # join continuation lines
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.match(r"^([A-Za-z0-9._-]+)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})*)\s*$", line)
+        assert match, f"{path.name}: not a pinned, hashed requirement: {line[:80]}"
+        entries[normalize(match[1])] = (match[2], re.findall(r"sha256:([0-9a-f]{64})", match[3]))
+    return entries
+
+
+def test_the_serving_lock_pins_every_runtime_requirement_with_hashes():
+    """Every top-level serving pin is in the lock at its version, every entry has hashes, and the lock is
+    closed: whatever an entry requires (as installed here, extras and other platforms' markers aside) is in it."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    lock = lock_entries(SERVE_LOCK)
+    assert all(hashes for _, hashes in lock.values()), "every locked package carries its hashes"
+    top = requirement_pins(SERVE_REQUIREMENTS)
+    assert {name: lock.get(name, ("missing",))[0] for name in top} == top
+    assert not TENSORFLOW_DISTRIBUTIONS & set(lock)
+    checked = 0
+    for name in lock:
+        try:
+            needs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        checked += 1
+        for text in needs:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                assert normalize(requirement.name) in lock, f"{name} needs {requirement.name}, not in the lock"
+    assert checked >= len(top) - 2, "most locked packages are installed here, so the closure was checked"
 
 
 def module_level_imports(path: Path, everywhere: bool = False) -> set[str]:
@@ -525,9 +580,10 @@ def test_selectors_agree_between_deployment_service_pdb_and_hpa(rendered, deploy
 def test_container_matches_the_image(stages, runtime, deployment, container):
     env = runtime.env()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": int(env["PORT"])}
+    assert ports == {"http": int(env["PORT"]), "admin": int(env["PLANTNET_ADMIN_PORT"])}
     values = {e["name"]: e.get("value") for e in container["env"]}
     assert values.get("PORT", env["PORT"]) == env["PORT"]
+    assert values.get("PLANTNET_ADMIN_PORT", env["PLANTNET_ADMIN_PORT"]) == env["PLANTNET_ADMIN_PORT"]
     assert values.get("TMPDIR") == "/tmp"
     assert values.get("PYTHONDONTWRITEBYTECODE") == "1"
     assert values.get("PLANTNET_BACKEND") == "openvino"
@@ -535,7 +591,7 @@ def test_container_matches_the_image(stages, runtime, deployment, container):
         assert container["command"] == exec_form(runtime.all("CMD")[0].value)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == env["PORT"]
+    assert annotations["prometheus.io/port"] == env["PLANTNET_ADMIN_PORT"], "scraped where a flood cannot starve it"
     assert annotations["prometheus.io/path"] == METRICS_PATH
     assert METRICS_PATH in SERVICE_ROUTES
 
@@ -545,7 +601,7 @@ def test_probes_use_the_service_health_routes(container):
     assert set(paths.values()) <= SERVICE_ROUTES
     assert paths == {"startupProbe": READY_PATH, "readinessProbe": READY_PATH, "livenessProbe": LIVE_PATH}
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[kind]["httpGet"]["port"] in ("http", 5000)
+        assert container[kind]["httpGet"]["port"] in ("admin", 9000), "a flood of the public port fails no probe"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60, "room for a slow start before a restart"
     assert container["livenessProbe"]["failureThreshold"] >= 3, "one slow answer does not restart a pod"

@@ -12,11 +12,11 @@ import pytest
 from flask import Flask
 
 from tests.support import TINY_LABELS, image_bytes, sample_bytes, serving
-from util import model as model_dir
+from training import ood
+from util import model_dir
 from util.config import Settings
 from util.domain import METHOD, DomainCheck, DomainStatistics
 from util.engine import create_engine
-from util.training import ood
 
 
 def calibrated_copy(source, target, threshold: float):
@@ -150,3 +150,17 @@ def test_an_accepted_photo_is_a_diagnosis(accepting_app):
 def test_strict_must_be_a_boolean(accepting_app):
     answer = post(accepting_app, strict="perhaps")
     assert answer.status_code == 400 and "strict" in answer.get_json()["message"]
+
+
+def test_a_photo_the_model_is_unsure_of_is_not_known_under_a_probability_floor():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 8)).astype(np.float32)
+    logits = np.zeros((60, 3), np.float32)
+    logits[np.arange(60), np.arange(60) % 3] = 6.0  # sure of one class each
+    stats = ood.fit_statistics(logits, features, np.arange(60) % 3, logits, features)
+    sure, unsure = logits[:1], np.zeros((1, 3), np.float32)  # top probability ~0.995 vs 1/3
+    check = DomainCheck(stats, threshold=0.0, probability_floor=0.5)
+    assert check.judge(sure, features[:1])[0].known is True
+    assert check.judge(unsure, features[:1])[0].known is False
+    assert check.verdict_scores(unsure, features[:1])[0] == -1.0  # below any threshold, as judge says
+    assert DomainCheck(stats, threshold=0.0).judge(unsure, features[:1])[0].known is True  # older files: no floor

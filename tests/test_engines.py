@@ -9,7 +9,7 @@ from tests.support import SAMPLES, SHIPPED_MODEL
 from util import leaf
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine, create_engine
-from util.model import find_artifact
+from util.model_dir import find_artifact
 
 
 def sample_batch(size: int) -> np.ndarray:
@@ -50,6 +50,7 @@ def test_tensorflow_engine_batches_equal_single_calls(tiny_model_dir):
         np.testing.assert_allclose(values, singles, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow  # TensorFlow runs the full InceptionV3 beside OpenVINO: half a minute each
 @pytest.mark.shipped_model
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
 def test_openvino_agrees_with_tensorflow_on_the_shipped_model(openvino_cache, precision):

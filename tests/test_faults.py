@@ -15,7 +15,7 @@ import requests
 
 from application import create_app
 from tests.support import PREDICT, Server, model_env, sample_bytes, serving
-from util.model import ModelLoadError
+from util.model_dir import ModelLoadError
 
 
 def broken_copy(tiny_model_dir: Path, target: Path, breakage: str) -> Path:
@@ -128,6 +128,6 @@ def test_an_internal_bug_is_a_bare_500_logged_once(app, service, caplog, monkeyp
     )
 
 
-def test_debug_is_off(tiny_model_dir, tmp_path):
-    with serving(tiny_model_dir, tmp_path) as app:
+def test_debug_is_off(tiny_model_dir, openvino_cache):
+    with serving(tiny_model_dir, openvino_cache) as app:  # the session's converted model: no conversion here
         assert app.debug is False and app.config["PROPAGATE_EXCEPTIONS"] is False

@@ -13,13 +13,13 @@ import pytest
 
 from tests.support import ROOT, model_env
 
-SERVER_MUST_NOT_LOAD = ("tensorflow", "keras", "tf_keras", "matplotlib", "util.training")
+SERVER_MUST_NOT_LOAD = ("tensorflow", "keras", "tf_keras", "matplotlib", "training")
 
 SERVING_PROCESS = """
 import json, sys
 from util.config import Settings
 from util.engine import openvino_ir
-from util.model import find_artifact
+from util.model_dir import find_artifact
 
 settings = Settings.from_env()
 openvino_ir(find_artifact(settings.model_dir), settings.openvino_cache)  # converts in a child process if needed
@@ -32,7 +32,7 @@ with open(sys.argv[1], "rb") as photo:
     answer = app.test_client().post("/Diagnosis/prediction", data={"image": (photo, "leaf.jpg")})
 assert answer.status_code == 200, answer.get_data(as_text=True)
 print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in {"tensorflow", "keras", "tf_keras",
-      "matplotlib"} or name.startswith("util.training"))))
+      "matplotlib"} or name.startswith("training"))))
 """
 
 
@@ -67,11 +67,25 @@ SERVING_MODULES = [
 
 @pytest.mark.parametrize("path", SERVING_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_serving_code_does_not_import_training_code(path):
-    assert not {name for name in imports_of(path) if name.startswith("util.training") or name == "matplotlib"}
+    assert not {name for name in imports_of(path) if name.startswith("training") or name == "matplotlib"}
 
 
-def test_no_test_imports_conftest_and_bench_is_never_imported_by_tests():
-    for path in (ROOT / "tests").glob("*.py"):
-        names = imports_of(path)
-        assert "conftest" not in names, path.name
-        assert not any(name == "bench" or name.startswith("bench.") for name in names), path.name
+TEST_FILES = sorted([*(ROOT / "tests").glob("*.py"), *(ROOT / "client" / "tests").glob("*.py")])
+
+
+def is_test_module(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("test_")
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_test_imports_conftest_another_test_module_or_bench(path):
+    """Shared helpers live in tests/support.py (and the doubles beside it); fixtures come through conftest."""
+    names = imports_of(path)
+    assert "conftest" not in names and not any(name.endswith(".conftest") for name in names)
+    assert not [name for name in names if is_test_module(name)]
+    assert not any(name == "bench" or name.startswith("bench.") for name in names)
+
+
+def test_the_import_check_sees_every_kind_of_test_module_import():
+    assert is_test_module("tests.test_bulk") and is_test_module("test_bulk")
+    assert not is_test_module("tests.support") and not is_test_module("pytest")

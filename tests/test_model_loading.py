@@ -12,7 +12,7 @@ from tests.support import LEGACY_FIXTURE, sample_bytes, serving
 from util import leaf
 from util.config import Settings
 from util.engine import OpenVINOEngine, TensorFlowEngine
-from util.model import ORIGINAL_LABELS, ModelLoadError, find_artifact, load_keras_model
+from util.model_dir import ORIGINAL_LABELS, ModelLoadError, find_artifact, load_keras_model
 
 pytestmark = pytest.mark.slow
 
@@ -98,11 +98,11 @@ def test_corrupt_legacy_weights_are_refused_naming_the_file(tmp_path, content):
 
 @pytest.mark.slow
 def test_the_original_pair_gets_an_in_domain_calibration(legacy_dir, tmp_path, monkeypatch):
-    """`python -m util.training.calibrate` works on the Keras 2.4 pair too (its logits come from its features)."""
+    """`python -m training.calibrate` works on the Keras 2.4 pair too (its logits come from its features)."""
     from tests.support import TINY_DATA, TINY_LABELS_TSV
+    from training import calibrate
     from util.domain import DomainCheck
-    from util.model import find_artifact
-    from util.training import calibrate
+    from util.model_dir import find_artifact
 
     model = shutil.copytree(legacy_dir, tmp_path / "original")
     monkeypatch.setenv("PLANTNET_BACKEND", "tensorflow")

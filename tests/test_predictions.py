@@ -14,7 +14,7 @@ import pytest
 
 from tests.payloads import hostile_payloads
 from tests.support import TEST_LIMITS, leaf_samples, sample_bytes
-from util.service import BUSY
+from util.messages import BUSY
 
 LEAVES = leaf_samples()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from util.model import CARD_FILE
-from util.training import reproduce
+from training import reproduce
+from util.model_dir import CARD_FILE
 
 DATA = ["--data", "d", "--labels", "l.tsv", "--outliers", "o"]
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import PREDICT, PREDICTIONS, SAMPLES, SHIPPED_MODEL, Server, model_env
-from tests.test_bulk import assert_same_answer
+from tests.support import PREDICT, PREDICTIONS, SAMPLES, SHIPPED_MODEL, Server, assert_same_answer, model_env
 from util import bulk
 
 pytestmark = [pytest.mark.shipped_model, pytest.mark.slow]
@@ -45,6 +44,15 @@ def api(server) -> dict[str, dict]:
             assert r.status_code == 200, r.text
             answers[path.name] = r.json()
     return answers
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """PHOTOS alone in one folder: the folder routes walk sub-folders, and sample_images/field/ repeats names."""
+    folder = tmp_path_factory.mktemp("photos")
+    for path in PHOTOS:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
 
 
 @pytest.fixture
@@ -87,24 +95,24 @@ def test_the_many_photo_endpoint_agrees(server, api):
     assert_agree({item["filename"]: item["diagnosis"] for item in results}, api)
 
 
-def test_the_client_agrees(server, api):
+def test_the_client_agrees(server, api, photo_folder):
     from plantnet_client import Client
 
     with Client(server.url, timeout=300) as client:
-        results = list(client.diagnose_many([str(SAMPLES)], batch_size=8))
+        results = list(client.diagnose_many([str(photo_folder)], batch_size=8))
     assert all(result.ok for result in results), [r.error_message for r in results if not r.ok]
     assert_agree({Path(result.source).name: dict(result.raw) for result in results}, api)
 
 
-def test_bulk_local_agrees(api, f32, tmp_path):
+def test_bulk_local_agrees(api, f32, tmp_path, photo_folder):
     out = tmp_path / "bulk.jsonl"
-    assert bulk.main([str(SAMPLES), "--out", str(out), "--model", str(SHIPPED_MODEL), "--no-progress"]) == 0
+    assert bulk.main([str(photo_folder), "--out", str(out), "--model", str(SHIPPED_MODEL), "--no-progress"]) == 0
     assert_agree(bulk_answers(out), api)
 
 
-def test_bulk_on_ray_agrees(api, f32, tmp_path):
+def test_bulk_on_ray_agrees(api, f32, tmp_path, photo_folder):
     pytest.importorskip("ray.data", reason="Ray is not installed: .venv/bin/pip install -r requirements-ray.txt")
     out = tmp_path / "ray.jsonl"
-    argv = [str(SAMPLES), "--out", str(out), "--model", str(SHIPPED_MODEL), "--ray", "--no-progress"]
+    argv = [str(photo_folder), "--out", str(out), "--model", str(SHIPPED_MODEL), "--ray", "--no-progress"]
     assert bulk.main(argv) == 0
     assert_agree(bulk_answers(out), api)

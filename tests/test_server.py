@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from util.server import OneLineFormatter, Runner, ServerOptions, build_servers
+from util.config import OneLineFormatter
+from util.server import Runner, ServerOptions, build_servers
 
 
 def test_options_default_to_loopback_and_open_up_where_a_platform_sets_port():

@@ -11,10 +11,10 @@ import pytest
 import evaluate
 import train
 from tests.support import TINY_DATA, TINY_LABELS_TSV, TINY_OUTLIERS, sample_bytes, serving
-from util.model import DOMAIN_FILE, find_artifact
-from util.training import dataset as ds
-from util.training import ood
-from util.training.augment import leaf_mask
+from training import data as ds
+from training import ood
+from training.augment import leaf_mask
+from util.model_dir import DOMAIN_FILE, find_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def test_resume_refuses_to_overwrite_and_continues(trained, tmp_path_factory):
 def test_calibrate_command_works_on_any_model_directory(trained, tmp_path):
     import shutil
 
-    from util.training import calibrate
+    from training import calibrate
 
     model = shutil.copytree(trained, tmp_path / "model")
     (model / DOMAIN_FILE).unlink()
@@ -170,7 +170,7 @@ def test_the_distance_weight_is_chosen_by_what_separates_unknown_photos():
 
 
 def test_a_candidate_whose_verdict_collapsed_does_not_ship():
-    from util.training.finish import Candidate, pick
+    from training.finish import Candidate, pick
 
     accurate = Candidate("last epoch", None, 0.96, 0.969, verdict=0.60)
     trusted = Candidate("halfway", None, 0.95, 0.961, verdict=0.99)
@@ -224,7 +224,7 @@ def test_restricting_to_a_models_labels_keeps_its_classes_in_its_order():
 def test_interpolate_moves_every_weight_the_given_share_of_the_way():
     import keras
 
-    from util.training.finish import interpolate
+    from training.finish import interpolate
 
     def dense(value: float):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
@@ -240,7 +240,7 @@ def test_a_best_checkpoint_equal_to_the_last_epoch_is_scored_once(tmp_path):
 
     import keras
 
-    from util.training.finish import candidate_sources
+    from training.finish import candidate_sources
 
     def dense(value: float):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
@@ -264,7 +264,7 @@ def test_a_second_training_seed_keeps_the_validation_split(tmp_path):
 
 
 def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
-    from util.training.soup import main as soup
+    from training.soup import main as soup
 
     weights = tmp_path / "soup.keras"
     soup([str(trained / "model.keras"), str(trained / "model.keras"), "--out", str(weights)])
@@ -285,8 +285,67 @@ def test_a_soup_of_runs_is_finished_by_train(trained, tmp_path):
 def test_a_soup_needs_shares_that_sum_to_one():
     import keras
 
-    from util.training.soup import weighted_average
+    from training.soup import weighted_average
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="summing to 1"):
         weighted_average([model, model], [0.5, 0.6])
+
+
+TINY_FIELD = TINY_DATA.parent / "field-tiny"
+
+
+@pytest.fixture(scope="module")
+def trained_with_field(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-field")
+    out = root / "model"
+    field_args = ("--field", str(TINY_FIELD), "--field-val-fraction", "0.34", "--synthetic-outliers", "2")
+    train.main(tiny_training_args(out, root / "work", "--epochs", "1", *field_args))
+    return out
+
+
+def test_field_photos_train_and_are_reported_beside_lab_photos(trained_with_field):
+    evaluation = json.loads((trained_with_field / "evaluation.json").read_text())
+    field = evaluation["field"]
+    assert field["images"] == 3  # one report photo per class: 6 per class, 2 held out, halved
+    assert {row["label"] for row in field["per_class"]} == {"Corn_Common rust", "Tomato_Late blight", "Tomato_healthy"}
+    shares = [field[key]["share"] for key in ("best_guess", "accepted", "right", "harm")]
+    assert all(0.0 <= share <= 1.0 for share in shares)
+    assert abs(field["right"]["share"] + field["harm"]["share"] - field["accepted"]["share"]) < 1e-9
+    point = evaluation["operating_point"]
+    calibration = json.loads((trained_with_field / "model.json").read_text())["in_domain"]
+    assert calibration["threshold"] == point["threshold"] and calibration["field_harm_limit"] == ood.FIELD_HARM_LIMIT
+    card = (trained_with_field / "MODEL.md").read_text()
+    assert "## Field photos" in card and "PlantDoc" in card and "CC BY 4.0" in card
+    names = [row["name"] for row in evaluation["in_domain"]]
+    assert "other plants, field photos (held out)" in names
+
+
+def test_the_operating_point_accepts_the_most_field_photos_within_the_harm_limit():
+    lab = (np.linspace(0.0, 1.0, 201), np.full(201, 0.9))
+    field_scores = np.array([0.30, 0.25, 0.20, 0.15, 0.10, 0.05] * 5)
+    unsure = np.array([0.9, 0.9, 0.9, 0.2, 0.9, 0.9] * 5)  # the model is unsure of one wrong photo in six
+    correct = np.array([True, True, True, False, True, False] * 5)
+    selection = (np.full(100, 0.01), np.full(100, 0.9))  # every unknown photo scores below any threshold > 0.01
+    point = ood.best_threshold(0.5, lab, (field_scores, np.full(30, 0.9)), correct, selection)
+    # Without the floor's help: accepting down to 0.10 gets 4/6 right with 1/6 wrong (over the limit); above
+    # 0.15 harm is 0, and the lowest such threshold on the grid accepts the most lab leaves.
+    assert point.threshold == pytest.approx(0.152) and point.field_harm == 0.0 and point.floor == 0.0
+    assert point.field_right == pytest.approx(0.5) and point.selection_rejected == 1.0
+    # A floor on the top probability that drops the unsure wrong photo lets the threshold go down to just
+    # above 0.05 (the other wrong photo, which the model is sure of).
+    point = ood.best_threshold(0.5, lab, (field_scores, unsure), correct, selection)
+    assert point.threshold == pytest.approx(0.052) and point.floor > 0.2
+    assert point.field_right == pytest.approx(4 / 6) and point.field_harm == 0.0
+
+
+def test_near_copies_in_any_orientation_stay_on_one_side_of_the_split():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    pixels = np.concatenate([base, base[:, ::-1], np.transpose(base, (0, 2, 1, 3))])  # each photo 3 times
+    targets = np.zeros(len(pixels), np.int64)
+    groups = ds.near_copy_groups(pixels, targets)
+    assert len(set(groups)) == 6
+    train_idx, val_idx = ds.grouped_split(targets, groups, 0.34, 1)
+    assert len(val_idx) == 6  # two whole groups of three
+    assert not set(groups[train_idx]) & set(groups[val_idx])

@@ -21,13 +21,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+from util import messages
 from util.batcher import Overloaded
+
+if TYPE_CHECKING:
+    from util.config import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_MB = 512
-BUDGET_ENV = "PLANTNET_DECODE_BUDGET_MB"
 TRIM_ABOVE_BYTES = 32 * 1024 * 1024  # give memory back to the system after decodes at least this large
 
 # mallopt parameters (glibc malloc.h)
@@ -57,17 +60,9 @@ class PixelBudget:
         self._cond = threading.Condition()
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> PixelBudget:
-        """Size the budget from ``PLANTNET_DECODE_BUDGET_MB`` (default 512)."""
-        environ = os.environ if environ is None else environ
-        raw = environ.get(BUDGET_ENV) or str(DEFAULT_BUDGET_MB)
-        try:
-            megabytes = float(raw)
-        except ValueError as exc:
-            raise ValueError(f"{BUDGET_ENV}={raw!r} is not a number of megabytes") from exc
-        if megabytes <= 0:
-            raise ValueError(f"{BUDGET_ENV} must be positive")
-        return cls(int(megabytes * 1024 * 1024))
+    def for_settings(cls, settings: Settings) -> PixelBudget:
+        """Size the budget from ``settings.decode_budget_mb`` (``PLANTNET_DECODE_BUDGET_MB``)."""
+        return cls(int(settings.decode_budget_mb * 1024 * 1024))
 
     @contextmanager
     def reserve(self, nbytes: int, timeout: float | None) -> Iterator[int]:
@@ -80,7 +75,7 @@ class PixelBudget:
                 while self.in_use + nbytes > self.capacity:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise DecodeBusy("The service is busy decoding other large photos; try again in a moment.")
+                        raise DecodeBusy(messages.DECODE_BUSY)
                     self._cond.wait(remaining)
             finally:
                 self.waiting -= 1
@@ -127,6 +122,39 @@ def tune_malloc(environ: dict[str, str] | None = None) -> dict[str, int]:
     if "MALLOC_MMAP_THRESHOLD_" not in environ and _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1:
         applied["mmap_threshold"] = MMAP_THRESHOLD_BYTES
     return applied
+
+
+class IdleTrim:
+    """Give freed memory back once the last request of a burst ends, if the burst brought in many bytes.
+
+    Upload bodies pass through many small buffers (waitress, the multipart parser, each photo's bytes)
+    that glibc keeps after they are freed; a trim when nothing is in flight costs a few milliseconds
+    and nobody waits for it.
+    """
+
+    def __init__(self, threshold_bytes: int = TRIM_ABOVE_BYTES):
+        self.threshold = threshold_bytes
+        self.active = 0
+        self.since_trim = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.active += 1
+
+    def finished(self, bytes_in: int) -> bool:
+        """Count a finished request; trim when it was the last in flight and enough came in. True if trimmed."""
+        with self._lock:
+            self.active -= 1
+            self.since_trim += max(0, bytes_in)
+            if self.active > 0 or self.since_trim < self.threshold:
+                return False
+            self.since_trim = 0
+        trim_memory()
+        return True
+
+
+IDLE_TRIM = IdleTrim()
 
 
 def trim_memory() -> None:

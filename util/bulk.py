@@ -1,6 +1,6 @@
 """Bulk classification without HTTP: a folder or an S3 prefix in, one JSON line per photo out.
 
-    python -m util.bulk SOURCE [SOURCE...] --out results.jsonl [--top-k N] [--batch-size B]
+    python -m util.bulk SOURCE [SOURCE...] --out results.jsonl [--top-k N] [--crop CROP] [--batch-size B]
         [--workers W] [--resume] [--ray] [--ray-address ADDR] [--ray-actors N] [--model DIR]
 
 SOURCE is a folder (recursive, image extensions), a file, or ``s3://bucket/prefix`` (boto3's
@@ -18,8 +18,10 @@ in-domain verdict, top-k) and its result is marshalled with the API's own respon
     {"source": "s3://b/gone.jpg", "status": null, "message": "cannot read s3://b/gone.jpg: ..."}
 
 ``status`` is the HTTP status the API would answer for that photo; ``null`` means the photo could
-not be read at all. ``--resume`` skips photos already answered in the output (200 or a 4xx, which
-would not change) and retries the rest (unreadable, 503), appending to the file.
+not be read at all (a missing file, one over PLANTNET_MAX_UPLOAD_BYTES), 500 that diagnosing it
+failed unexpectedly: each is recorded and the run goes on. ``--resume`` skips photos already
+answered in the output (200 or a 4xx, which would not change) and retries the rest (unreadable,
+500, 503), appending to the file. A non-empty ``--out`` needs ``--resume`` or ``--force``.
 
 Local mode: ``--workers`` threads read and decode photos in parallel (PIL releases the GIL), each
 handing ``--batch-size`` photos at a time to the one batcher, which runs the engine on full batches.
@@ -51,6 +53,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from util import messages
 from util.config import PROJECT_ROOT, Settings, configure_logging
 
 log = logging.getLogger(__name__)
@@ -68,12 +71,10 @@ RAY_EXCLUDES = [".git", ".venv", "venv", "runs", "**/.cache", "**/__pycache__", 
 
 
 def diagnosis_json(result: Any) -> dict:
-    """The JSON the API answers for one diagnosis: marshalled with the API's own restx model."""
-    from flask_restx import marshal
+    """The JSON the API answers for one diagnosis: marshalled with the API's own restx model and rules."""
+    from util.api.diagnosis import answer, diagnosis_model
 
-    from util.api.diagnosis import diagnosis_model
-
-    return marshal(result, diagnosis_model)
+    return answer(result, diagnosis_model)
 
 
 def record(source: str, result: Any) -> dict:
@@ -98,6 +99,7 @@ class Options:
     batch_size: int | None = None  # None: PLANTNET_MAX_BATCH_SIZE (16 unless set)
     workers: int = 0  # 0: one per core, at least 2
     top_k: int | None = None  # None: PLANTNET_DEFAULT_TOP_K
+    crop: str | None = None  # a crop hint for every photo (the model's spelling; see util.labels.resolve_crop)
 
 
 def bulk_settings(options: Options) -> Settings:
@@ -138,6 +140,7 @@ class BulkDiagnoser:
         if not 1 <= self.top_k <= self.settings.max_top_k:
             raise ValueError(f"--top-k must be from 1 to {self.settings.max_top_k} (PLANTNET_MAX_TOP_K)")
         self.service = DiagnosisService(self.settings)
+        self.crop = self.service.resolve_crop(options.crop)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
 
     def submit(self, items: Sequence[tuple[str, bytes | str]]) -> Future:
@@ -151,14 +154,29 @@ class BulkDiagnoser:
         return [line for future in futures for line in future.result()]
 
     def diagnose_chunk(self, items: Sequence[tuple[str, bytes | str]]) -> list[dict]:
-        """Read failures (a str instead of bytes) become records; the rest go to the service together."""
+        """Read failures (a str instead of bytes) become records; the rest go to the service together.
+
+        When the service fails the chunk as a whole (overloaded, an unexpected error in one photo),
+        each photo is tried on its own, so one photo's failure is its own record and the run goes on.
+        """
         readable = [(i, data) for i, (_, data) in enumerate(items) if isinstance(data, bytes | bytearray)]
-        results = self.service.diagnose_many([bytes(data) for _, data in readable], self.top_k) if readable else []
-        answered = dict(zip((i for i, _ in readable), results, strict=True))
+        photos = [bytes(data) for _, data in readable]
+        try:
+            results = self.service.diagnose_many(photos, self.top_k, crop=self.crop) if readable else []
+            answered = {i: record(items[i][0], result) for (i, _), result in zip(readable, results, strict=True)}
+        except Exception:  # noqa: BLE001 - narrowed below, photo by photo
+            answered = {i: self.diagnose_alone(items[i][0], data) for i, data in readable}
         return [
-            record(source, answered[i]) if i in answered else unreadable(source, str(data))
-            for i, (source, data) in enumerate(items)
+            answered[i] if i in answered else unreadable(source, str(data)) for i, (source, data) in enumerate(items)
         ]
+
+    def diagnose_alone(self, source: str, data: bytes) -> dict:
+        """One photo's record; an unexpected failure is status 500 with its reason (retried by --resume)."""
+        try:
+            return record(source, self.service.diagnose_many([bytes(data)], self.top_k, crop=self.crop)[0])
+        except Exception as error:  # noqa: BLE001 - recorded against this photo; the run goes on
+            log.warning("%s: diagnosis failed: %s: %s", source, type(error).__name__, error)
+            return {"source": source, "status": 500, "message": f"diagnosis failed: {type(error).__name__}: {error}"}
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -168,13 +186,17 @@ class BulkDiagnoser:
 # --- sources and output ------------------------------------------------------------------------
 
 
-def expand(sources: Sequence[str], endpoint_url: str | None = None) -> list[Any]:
-    """Every photo of every source (plantnet_client.sources.Photo), listed before any is read."""
+def expand(sources: Sequence[str], endpoint_url: str | None = None, max_bytes: int | None = None) -> list[Any]:
+    """Every photo of every source (plantnet_client.sources.Photo), listed before any is read.
+
+    ``max_bytes`` bounds what is read of each photo (default PLANTNET_MAX_UPLOAD_BYTES, as the API's).
+    """
     try:
         from plantnet_client.sources import Expander
     except ImportError as error:
         raise SystemExit(CLIENT_MISSING) from error
-    with Expander(endpoint_url=endpoint_url) as expander:
+    limit = max_bytes or Settings.from_env().max_upload_bytes
+    with Expander(endpoint_url=endpoint_url, max_download_bytes=limit) as expander:
         return list(expander.expand(list(sources)))
 
 
@@ -444,9 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="a folder, a file, or s3://bucket/prefix")
     parser.add_argument("--out", required=True, type=Path, help="the JSON-lines file to write")
     parser.add_argument("--top-k", type=positive, help="labels ranked per photo (default PLANTNET_DEFAULT_TOP_K)")
+    parser.add_argument("--crop", help="the crop every photo shows ('Tomato'): diagnose among its labels only")
     parser.add_argument("--batch-size", type=positive, help="photos per engine call (default PLANTNET_MAX_BATCH_SIZE)")
     parser.add_argument("--workers", type=positive, help="threads reading and decoding photos (default: one per core)")
     parser.add_argument("--resume", action="store_true", help="skip photos already answered in --out; append the rest")
+    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     parser.add_argument("--model", type=Path, help="the model directory (default PLANTNET_MODEL_DIR, else plantnet/)")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default AWS_ENDPOINT_URL)")
     parser.add_argument("--ray", action="store_true", help="run on Ray Data (pip install -r requirements-ray.txt)")
@@ -465,13 +489,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_ray = args.ray or bool(args.ray_address)
     if use_ray:
         import_ray()  # say how to install it before any work
-    options = Options(model_dir=args.model, batch_size=args.batch_size, workers=args.workers or 0, top_k=args.top_k)
+    if not (args.resume or args.force) and args.out.is_file() and args.out.stat().st_size > 0:
+        print(messages.output_not_empty(args.out), file=sys.stderr)
+        return EXIT_USAGE
     if args.top_k is not None and args.top_k > settings.max_top_k:
         print(f"--top-k must be from 1 to {settings.max_top_k} (PLANTNET_MAX_TOP_K)", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        crop = crop_hint(args.crop, args.model or settings.model_dir)
+    except UnknownCrop as unknown:
+        print(f"--crop: {unknown}", file=sys.stderr)
+        return EXIT_USAGE
+    options = Options(
+        model_dir=args.model, batch_size=args.batch_size, workers=args.workers or 0, top_k=args.top_k, crop=crop
+    )
 
     began = time.monotonic()
-    photos = expand(args.sources, args.endpoint_url)
+    photos = expand(args.sources, args.endpoint_url, settings.max_upload_bytes)
     skipped = 0
     if args.resume:
         done = done_sources(args.out)
@@ -490,6 +524,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     took = time.monotonic() - began
     summary(tally, skipped, took)
     return EXIT_OK if tally.written + skipped and not tally.failed else EXIT_FAILED
+
+
+class UnknownCrop(ValueError):
+    """--crop names no crop of the model; the message lists the ones it knows."""
+
+
+def crop_hint(name: str | None, model_dir: Path) -> str | None:
+    """The model's spelling of --crop (checked before any model is loaded), or None."""
+    from util import messages
+    from util.labels import UnknownCrop as NoSuchCrop
+    from util.labels import crops, resolve_crop
+    from util.model_dir import find_artifact
+
+    if name is None or not name.strip():
+        return None
+    labels = find_artifact(model_dir).labels
+    try:
+        return resolve_crop(name, labels)
+    except NoSuchCrop:
+        raise UnknownCrop(messages.unknown_crop(name, crops(labels))) from None
 
 
 def summary(tally: Tally, skipped: int, took: float) -> None:

@@ -4,8 +4,9 @@ Each of the model's labels has a short note (what it is and its cause, signs to 
 leaf, what growers usually do) and the public source it was summarised from. The notes are
 information, not advice; the file's ``disclaimer`` says so and callers show it with the notes.
 
-No Flask, numpy or TensorFlow here: the page and the API both read the notes through
-``load_notes``/``note_for`` and shape them as they need (``ConditionNote.as_dict`` for JSON).
+No Flask or TensorFlow here: the page and the API both read the notes through
+``load_notes``/``note_for`` and shape them as they need (``ConditionNote.as_dict`` for JSON). What a
+label says (plant, condition, healthy) is read with util.labels' rules, the one home of label rules.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from util.labels import is_healthy, split_label
+
 DEFAULT_PATH = Path(__file__).with_name("conditions.json")
-HEALTHY = "healthy"
 
 
 class ConditionNotesError(ValueError):
@@ -56,7 +58,7 @@ class ConditionNote:
 
     @property
     def healthy(self) -> bool:
-        return self.condition.lower() == HEALTHY
+        return is_healthy(self.label)
 
     def as_dict(self) -> dict[str, Any]:
         """The note as plain JSON-ready data."""
@@ -70,12 +72,6 @@ class ConditionNote:
             "management": list(self.management),
             "source": self.source.as_dict(),
         }
-
-
-def split_label(label: str) -> tuple[str, str]:
-    """Split ``"<plant>_<condition>"`` at the first underscore (the same rule as ``util.leaf``)."""
-    plant, _, condition = label.partition("_")
-    return plant, condition or "unknown"
 
 
 def load_notes(path: Path | str = DEFAULT_PATH) -> dict[str, ConditionNote]:

@@ -7,14 +7,14 @@ The raw score combines two signals the engine returns for every image (util/engi
 * the energy of the logits, ``logsumexp(logits)`` (Liu et al. 2020): low -> unknown.
 
 Each is standardised on the training images; the score is the energy term minus the distance term
-times a per-model weight (chosen at calibration, util/training/ood.py: on some models the distance
+times a per-model weight (chosen at calibration, training/ood.py: on some models the distance
 term separates unknown photos, on others it only adds noise). The answer's ``score`` is
 that raw score ranked among held-out known leaves: the share of validation leaves that looked
 *less* typical (0: stranger than all of them; 0.5: a typical known leaf). A photo is judged
 known when its score reaches the threshold, chosen at training time (or by
-``python -m util.training.calibrate MODEL_DIR``) to accept a target share of known leaves.
+``python -m training.calibrate MODEL_DIR``) to accept a target share of known leaves.
 
-The fitted statistics live in the model directory (util/model.py names the file); the threshold
+The fitted statistics live in the model directory (util/model_dir.py names the file); the threshold
 and method in ``model.json``. A model without them still serves, with the verdict unavailable.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from util.model import SEPARATELY_CALIBRATED, Artifact, domain_calibration
+from util.model_dir import SEPARATELY_CALIBRATED, Artifact, domain_calibration
 
 METHOD = "mahalanobis+energy"
 log = logging.getLogger(__name__)
@@ -97,9 +97,12 @@ class DomainStatistics:
 class DomainCheck:
     """Judge engine outputs against a model directory's calibration (or say it is unavailable)."""
 
-    def __init__(self, statistics: DomainStatistics | None, threshold: float | None):
+    def __init__(self, statistics: DomainStatistics | None, threshold: float | None, probability_floor: float = 0.0):
         self.statistics = statistics
         self.threshold = threshold
+        # The model's top probability must reach it too: a typical-looking photo the model is unsure of is one it
+        # is often wrong about (field photos). Calibrated with the threshold; 0 in files written before it.
+        self.probability_floor = probability_floor
 
     @classmethod
     def for_artifact(cls, artifact: Artifact, precision: str = "f32") -> DomainCheck:
@@ -112,7 +115,7 @@ class DomainCheck:
         if fallback.available:
             log.warning(
                 "the in-domain verdict is calibrated on f32 outputs only; for %s run "
-                "PLANTNET_PRECISION=%s python -m util.training.calibrate %s",
+                "PLANTNET_PRECISION=%s python -m training.calibrate %s",
                 precision,
                 precision,
                 artifact.directory,
@@ -125,7 +128,8 @@ class DomainCheck:
         path = artifact.directory / filename
         if calibration.get("method") != METHOD or "threshold" not in calibration or not path.exists():
             return cls(None, None)
-        return cls(DomainStatistics.load(path), float(calibration["threshold"]))
+        floor = float(calibration.get("probability_floor", 0.0))
+        return cls(DomainStatistics.load(path), float(calibration["threshold"]), floor)
 
     @property
     def available(self) -> bool:
@@ -136,4 +140,25 @@ class DomainCheck:
         if self.statistics is None or self.threshold is None:
             return [UNAVAILABLE] * len(logits)
         scores = self.statistics.scores(logits, features)
-        return [Verdict(True, bool(s >= self.threshold), float(s), self.threshold, METHOD) for s in scores]
+        sure = top_probability(logits) >= self.probability_floor
+        return [
+            Verdict(True, bool(s >= self.threshold and ok), float(s), self.threshold, METHOD)
+            for s, ok in zip(scores, sure, strict=True)
+        ]
+
+    def verdict_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """In-domain scores with photos under the probability floor set to -1: judged against the threshold
+        alone, they give the same verdicts as ``judge`` (for reports and plots)."""
+        assert self.statistics is not None
+        return with_floor(self.statistics.scores(logits, features), logits, self.probability_floor)
+
+
+def top_probability(logits: np.ndarray) -> np.ndarray:
+    """The softmax's largest value per row, from the logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return 1.0 / np.exp(shifted).sum(axis=1)
+
+
+def with_floor(scores: np.ndarray, logits: np.ndarray, floor: float) -> np.ndarray:
+    """``scores`` with the rows whose top probability is under ``floor`` set to -1 (below any threshold)."""
+    return np.where(top_probability(logits) >= floor, scores, -1.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from util.config import Settings
-from util.model import INT8_IR, Artifact, ModelLoadError, check_shapes, load_keras_model
+from util.model_dir import INT8_IR, Artifact, ModelLoadError, check_shapes, load_keras_model
 
 log = logging.getLogger(__name__)
 IR_NAME = "model.xml"
@@ -94,8 +95,10 @@ class OpenVINOEngine:
 
         core = ov.Core()
         self.precision = choose_precision(settings.precision, core, artifact)
-        ir = int8_ir(artifact) if self.precision == "int8" else openvino_ir(artifact, settings.openvino_cache)
-        network = core.read_model(ir)
+        if self.precision == "int8":
+            network = read_ir(core, int8_ir(artifact))
+        else:
+            network = cached_network(core, artifact, settings.openvino_cache)
         shape = network.inputs[0].get_partial_shape()
         self.input_size = check_shapes(
             artifact,
@@ -131,11 +134,39 @@ def choose_precision(requested: str, core, artifact: Artifact) -> str:
 
 
 def int8_ir(artifact: Artifact) -> Path:
-    """The model directory's quantized IR; made by ``python -m util.training.quantize``, never at start-up."""
+    """The model directory's quantized IR; made by ``python -m training.quantize``, never at start-up."""
     ir = artifact.directory / INT8_IR
     if not ir.exists():
-        raise ModelLoadError(f"{ir} is missing: PLANTNET_PRECISION=int8 needs python -m util.training.quantize first")
+        raise ModelLoadError(f"{ir} is missing: PLANTNET_PRECISION=int8 needs python -m training.quantize first")
     return ir
+
+
+def read_ir(core, ir: Path):
+    """Read an IR; one ``ModelLoadError`` line (not a traceback) when OpenVINO cannot."""
+    try:
+        return core.read_model(ir)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{ir} cannot be read by OpenVINO: {last_line(exc)}") from None
+
+
+def cached_network(core, artifact: Artifact, cache: Path):
+    """Read the cached IR of ``artifact``; a damaged cache (a truncated model.bin) is converted again, once."""
+    ir = openvino_ir(artifact, cache)
+    try:
+        return read_ir(core, ir)
+    except ModelLoadError as exc:
+        log.warning("the OpenVINO cache %s is damaged (%s): converting the model again", ir.parent, exc)
+    try:
+        shutil.rmtree(ir.parent)
+    except OSError as exc:
+        raise ModelLoadError(f"the OpenVINO cache {ir.parent} is damaged and cannot be removed: {exc}") from None
+    return read_ir(core, openvino_ir(artifact, cache))
+
+
+def last_line(exc: BaseException) -> str:
+    """OpenVINO's exceptions carry a C++ trace; the last non-empty line says what is wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def openvino_ir(artifact: Artifact, cache: Path) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from util.config import Settings
 from util.engine import openvino_ir, serving_function
-from util.model import ModelLoadError, find_artifact, load_keras_model
+from util.model_dir import ModelLoadError, find_artifact, load_keras_model
 
 
 def export_openvino(model_dir: Path, ir_path: Path) -> Path:

@@ -15,24 +15,34 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from util import leaf, metrics
+from util import leaf, messages, metrics
 from util.batcher import Batcher, wait
 from util.budget import PixelBudget
 from util.config import Settings
 from util.domain import UNAVAILABLE, DomainCheck, Verdict
 from util.engine import create_engine
-from util.labels import Prediction, is_healthy, split_label, top_k
-from util.model import find_artifact
+from util.labels import (
+    Prediction,
+    crops,
+    is_healthy,
+    labels_by_crop,
+    resolve_crop,
+    restrict_to_crop,
+    split_label,
+    top_k,
+)
+from util.model_dir import domain_calibration, find_artifact, read_evaluation
+from util.plant import combine
 
 log = logging.getLogger(__name__)
 EXTENSION = "diagnosis"  # the service's key in app.extensions
-BUSY = "The service is busy or restarting; try again in a moment."
+VERDICT = "in_domain"  # the batcher's rows carry the engine's outputs and the verdict under this name
 
 
 UNKNOWN_LABEL = "Unknown"
@@ -53,6 +63,27 @@ class Diagnosis:
     model: dict[str, str]
     in_domain: Verdict = UNAVAILABLE
     message: str | None = None
+    crop: str | None = None  # the crop hint the diagnosis was restricted to; None: every label
+    id: str | None = None  # with PLANTNET_FEEDBACK on: the kept diagnosis' id (util/feedback)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What the engine and the verdict said of one photo, before it is put into words."""
+
+    probabilities: np.ndarray
+    in_domain: Verdict
+
+
+@dataclass(frozen=True)
+class PlantDiagnosis:
+    """Several photos of one plant: one combined answer, and each photo's own result in order.
+
+    ``diagnosis`` is an ImageFailure when the whole request fails (strict and no photo accepted;
+    no photo readable; the service too busy to answer them all)."""
+
+    diagnosis: Diagnosis | ImageFailure
+    photos: list[Diagnosis | ImageFailure]
 
 
 @dataclass(frozen=True)
@@ -65,7 +96,18 @@ class ImageFailure:
 
 class UploadTooLarge(leaf.ImageTooLarge):
     def __init__(self, limit: int):
-        super().__init__(f"The upload is over the {limit:,}-byte limit; send a smaller photo.")
+        super().__init__(messages.upload_too_large(limit))
+
+
+Upload = bytes | BinaryIO  # a photo's bytes, or a file holding them (read when its turn to decode comes)
+
+
+def read_upload(upload: Upload, limit: int) -> bytes:
+    """The photo's bytes, at most ``limit`` of them (UploadTooLarge past it)."""
+    data = bytes(upload) if isinstance(upload, bytes | bytearray | memoryview) else upload.read(limit + 1)
+    if len(data) > limit:
+        raise UploadTooLarge(limit)
+    return data
 
 
 class DiagnosisService:
@@ -73,19 +115,19 @@ class DiagnosisService:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.decode_budget = PixelBudget.from_env()  # bytes of images being decoded at once
+        self.decode_budget = PixelBudget.for_settings(settings)  # bytes of images being decoded at once
         self.artifact = find_artifact(settings.model_dir)
         self.engine = create_engine(self.artifact, settings)
         self.input_size = self.engine.input_size
         self.labels = self.artifact.labels
         self.domain = DomainCheck.for_artifact(self.artifact, self.engine.precision)
-        # The verdict's small matrix products run in request threads; numpy's BLAS threads would spin
-        # after each one and take the cores from the engine (measured: 31 -> 80 ms a photo). One is enough.
+        # The verdict's matrix products run between engine calls; numpy's BLAS threads would spin after
+        # each one and take the cores from the engine (measured: 31 -> 80 ms a photo). One is enough.
         threadpool_limits(limits=1, user_api="blas")
         self.model_info = {"name": self.artifact.name, "version": self.artifact.version}
         self.ready = threading.Event()
         self.batcher = Batcher(
-            self.engine.predict,
+            self._infer,
             (self.input_size, self.input_size, 3),
             settings.max_batch_size,
             settings.max_wait_ms,
@@ -93,6 +135,7 @@ class DiagnosisService:
             before_first=self._warm_up,
             max_queue=settings.max_queue,
             observe_depth=metrics.observe_queue_depth,
+            wait_only_for_announced=True,  # a lone photo is not kept waiting for company (measured: docs/benchmarks.md)
         )
         log.info(
             "model %s %s (%s, %d labels, %d px) on %s/%s",
@@ -104,6 +147,21 @@ class DiagnosisService:
             self.engine.name,
             self.engine.precision,
         )
+
+    def readiness(self) -> str:
+        """ok, starting (warming up), failed (the inference thread stopped) or stalled (work waits, no progress)."""
+        if not self.batcher.alive:
+            return "failed"
+        if not self.ready.is_set():
+            return "starting"
+        if self.batcher.stalled_for() > self.settings.inference_stall_s:
+            return "stalled"
+        return "ok"
+
+    @property
+    def alive(self) -> bool:
+        """False once the inference thread has stopped for good: the process should be restarted."""
+        return self.batcher.alive
 
     def init_app(self, app: Any) -> DiagnosisService:
         """Attach to a Flask app as ``app.extensions["diagnosis"]``; close the batcher when the process exits."""
@@ -119,75 +177,154 @@ class DiagnosisService:
         """
         size = self.input_size
         for batch_size in range(1, self.settings.max_batch_size + 1):
-            self.engine.predict(np.zeros((batch_size, size, size, 3), np.float32))
+            self._infer(np.zeros((batch_size, size, size, 3), np.float32))
         self.ready.set()
         log.info("warm-up done: ready")
 
-    def preprocess(self, data: bytes) -> np.ndarray:
-        """Decode and preprocess one photo; raises leaf.ImageError for anything unreadable or too large."""
-        if len(data) > self.settings.max_upload_bytes:
-            raise UploadTooLarge(self.settings.max_upload_bytes)
+    def preprocess(self, upload: Upload, deadline: float | None = None) -> np.ndarray:
+        """Decode and preprocess one photo; raises leaf.ImageError for anything unreadable or too large.
+
+        ``upload`` is bytes or a file (a multipart part spooled to disk): a file is read only now, so
+        a request of many photos holds one photo's bytes at a time. Past ``deadline`` it raises
+        leaf.DecodeTimeout (503).
+        """
+        if deadline is not None and time.monotonic() > deadline:
+            raise leaf.DecodeTimeout()
+        data = read_upload(upload, self.settings.max_upload_bytes)
         return leaf.load_pixels(
             data,
             self.input_size,
             max_pixels=self.settings.max_pixels,
             budget=self.decode_budget,
             timeout=self.settings.request_timeout_s,
+            deadline=deadline,
+            max_jpeg_scans=self.settings.max_jpeg_scans,
         )
 
     @property
     def crops(self) -> list[str]:
         """The plants the model knows, for messages: 'Apple', 'Bell pepper', ..."""
-        return sorted({split_label(label)[0] for label in self.labels})
+        return crops(self.labels)
+
+    def resolve_crop(self, name: str | None) -> str | None:
+        """The model's spelling of a crop hint (None: no hint); raises labels.UnknownCrop."""
+        if name is None or not name.strip():
+            return None
+        return resolve_crop(name, self.labels)
 
     @property
     def unknown_message(self) -> str:
-        return (
-            "This photo does not look like a leaf of a crop this model knows ("
-            + ", ".join(self.crops)
-            + "). For a diagnosis, photograph one leaf so that it fills the frame, on a plain background, in daylight."
-        )
+        return messages.not_a_leaf(self.crops)
 
-    def diagnose(self, data: bytes, k: int, strict: bool = False) -> Diagnosis | ImageFailure:
-        return self.diagnose_many([data], k, strict)[0]
+    def diagnose(self, data: bytes, k: int, strict: bool = False, crop: str | None = None) -> Diagnosis | ImageFailure:
+        return self.diagnose_many([data], k, strict, crop)[0]
 
-    def diagnose_many(self, uploads: Sequence[bytes], k: int, strict: bool = False) -> list[Diagnosis | ImageFailure]:
+    def diagnose_many(
+        self, uploads: Sequence[bytes], k: int, strict: bool = False, crop: str | None = None
+    ) -> list[Diagnosis | ImageFailure]:
         """Diagnose each photo; one result or one failure per photo, in order.
 
         With ``strict``, a photo the in-domain verdict rejects fails with 422 instead of an "Unknown" answer.
+        With ``crop`` (a name from ``resolve_crop``), each diagnosis is made among that crop's labels only.
         Raises batcher.Overloaded (nothing was queued) or batcher.BatcherClosed for the whole call.
         A photo not answered within the request timeout is cancelled and fails with 503.
         """
+        return [self._worded(judged, k, strict, crop) for judged in self.judge_many(uploads)]
+
+    def diagnose_plant(
+        self, uploads: Sequence[bytes], k: int, strict: bool = False, crop: str | None = None
+    ) -> PlantDiagnosis:
+        """Diagnose several photos of one plant: one answer combined from the photos the verdict accepts.
+
+        Each photo also gets its own result, as ``diagnose_many`` answers it. No accepted photo: the
+        answer is "Unknown" (422 with ``strict``); a photo the service could not answer in time makes
+        the whole answer 503 (combining the others would hide it); no readable photo at all: the
+        photos' own status (400 when they differ), naming each photo's problem.
+        """
+        judged = self.judge_many(uploads)
+        photos = [self._worded(one, k, strict, crop) for one in judged]
+        readable = [one for one in judged if isinstance(one, Judged)]
+        failures = [one for one in judged if isinstance(one, ImageFailure)]
+        if any(failure.status == 503 for failure in failures):
+            return PlantDiagnosis(ImageFailure(503, messages.BUSY), photos)
+        if not readable:
+            statuses = {failure.status for failure in failures}
+            details = "; ".join(f"photo {i + 1}: {failure.message.rstrip('.')}" for i, failure in enumerate(failures))
+            status = statuses.pop() if len(statuses) == 1 else 400
+            return PlantDiagnosis(ImageFailure(status, messages.NO_PHOTO_READ.format(details=details)), photos)
+        accepted = [one for one in readable if one.in_domain.known is not False]
+        if not accepted:
+            if strict:
+                return PlantDiagnosis(ImageFailure(422, self.plant_unknown_message), photos)
+            nearest = combine([one.probabilities for one in readable])
+            rejected = max(readable, key=lambda one: one.in_domain.score or 0.0).in_domain
+            unknown = self.describe(nearest, k, rejected, crop)
+            return PlantDiagnosis(replace(unknown, message=self.plant_unknown_message), photos)
+        combined = combine([one.probabilities for one in accepted])
+        return PlantDiagnosis(self.describe(combined, k, combined_verdict(accepted), crop), photos)
+
+    @property
+    def plant_unknown_message(self) -> str:
+        return messages.ONE_PLANT_UNKNOWN.format(crops=", ".join(self.crops))
+
+    def _worded(
+        self, judged: Judged | ImageFailure, k: int, strict: bool, crop: str | None
+    ) -> Diagnosis | ImageFailure:
+        if isinstance(judged, ImageFailure):
+            return judged
+        if strict and judged.in_domain.known is False:
+            return ImageFailure(422, self.unknown_message)
+        return self.describe(judged.probabilities, k, judged.in_domain, crop)
+
+    def judge_many(self, uploads: Sequence[bytes]) -> list[Judged | ImageFailure]:
+        """Each photo's probabilities and in-domain verdict, or why it has none; in order.
+
+        Raises batcher.Overloaded or batcher.BatcherClosed for the whole call (see diagnose_many).
+        """
         deadline = time.monotonic() + self.settings.request_timeout_s
-        results: list[Diagnosis | ImageFailure | None] = [None] * len(uploads)
+        results: list[Judged | ImageFailure | None] = [None] * len(uploads)
         pixels: dict[int, np.ndarray] = {}
-        for index, data in enumerate(uploads):
-            try:
-                pixels[index] = self.preprocess(data)
-            except leaf.ImageError as exc:
-                results[index] = ImageFailure(exc.status_code, str(exc))
-        queued = self.batcher.submit_many(list(pixels.values())) if pixels else []
+        with self.batcher.announced(len(uploads)):  # a batch being gathered waits for these
+            for index, data in enumerate(uploads):
+                try:
+                    pixels[index] = self.preprocess(data, deadline)
+                except leaf.ImageError as exc:
+                    results[index] = ImageFailure(exc.status_code, str(exc))
+            queued = self.batcher.submit_many(list(pixels.values())) if pixels else []
         futures = dict(zip(pixels, queued, strict=True))
         if dropped := wait(futures.values(), max(0.0, deadline - time.monotonic())):
             log.warning("%d of %d images not answered in time: dropped", dropped, len(futures))
         for index, future in futures.items():
-            answer = self._answer(future, k)
-            if strict and isinstance(answer, Diagnosis) and answer.in_domain.known is False:
-                answer = ImageFailure(422, self.unknown_message)
-            results[index] = answer
+            results[index] = self._judge(future)
         return results  # type: ignore[return-value]
 
-    def _answer(self, future: Future, k: int) -> Diagnosis | ImageFailure:
+    def _judge(self, future: Future) -> Judged | ImageFailure:
         if future.cancelled() or not future.done():
-            return ImageFailure(503, BUSY)
+            return ImageFailure(503, messages.BUSY)
         row = future.result()  # an engine failure is a bug: it raises
         if not isinstance(row, Mapping):  # an engine that answers probabilities only
-            return self.describe(row, k)
-        verdict = self.domain.judge(row["logits"][None], row["features"][None])[0]
-        return self.describe(row["probabilities"], k, verdict)
+            return Judged(row, UNAVAILABLE)
+        return Judged(row["probabilities"], row[VERDICT])
 
-    def describe(self, probabilities: np.ndarray, k: int, in_domain: Verdict = UNAVAILABLE) -> Diagnosis:
-        ranked = top_k(probabilities, self.labels, k)
+    def _infer(self, batch: np.ndarray) -> Any:
+        """The engine's outputs for a batch, with each row's in-domain verdict under ``VERDICT``.
+
+        Judged here, for the whole batch at once: the verdict reads a 2048 x 2048 matrix, once per
+        batch instead of once per photo in each request thread (measured: docs/benchmarks.md).
+        """
+        outputs = self.engine.predict(batch)
+        if not isinstance(outputs, Mapping):
+            return outputs
+        return {**outputs, VERDICT: self.domain.judge(outputs["logits"], outputs["features"])}
+
+    def describe(
+        self, probabilities: np.ndarray, k: int, in_domain: Verdict = UNAVAILABLE, crop: str | None = None
+    ) -> Diagnosis:
+        """Put one probability vector into words; with ``crop``, among that crop's labels only."""
+        labels: Sequence[str] = self.labels
+        if crop is not None:
+            probabilities, labels = restrict_to_crop(probabilities, self.labels, crop)
+        ranked = top_k(probabilities, labels, k)
         if in_domain.known is False:
             return Diagnosis(
                 label=UNKNOWN_LABEL,
@@ -199,6 +336,7 @@ class DiagnosisService:
                 model=self.model_info,
                 in_domain=in_domain,
                 message=self.unknown_message,
+                crop=crop,
             )
         best = ranked[0]
         species, condition = split_label(best.label)
@@ -211,9 +349,81 @@ class DiagnosisService:
             healthy=is_healthy(best.label),
             model=self.model_info,
             in_domain=in_domain,
+            crop=crop,
         )
+
+    def description(self) -> dict[str, Any]:
+        """What the model is and what was measured on it: model.json and evaluation.json, as they are."""
+        metadata = self.artifact.metadata
+        calibration = metadata.get(domain_calibration(self.engine.precision)[1]) or metadata.get("in_domain") or {}
+        evaluation = read_evaluation(self.artifact.directory)
+        settings = self.settings
+        return {
+            **self.model_info,
+            "input_size": self.input_size,
+            "engine": self.engine.name,
+            "precision": self.engine.precision,
+            "labels": len(self.labels),
+            "crops": [{"crop": crop, "labels": group} for crop, group in labels_by_crop(self.labels).items()],
+            "in_domain": {
+                "available": self.domain.available,
+                "method": calibration.get("method") if self.domain.available else None,
+                "threshold": self.domain.threshold,
+                "target_acceptance": calibration.get("target_acceptance") if self.domain.available else None,
+                "calibrated_on": calibration.get("calibrated_on") if self.domain.available else None,
+            },
+            "measured": measured_numbers(evaluation),
+            "limits": {
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_pixels": settings.max_pixels,
+                "max_images_per_request": settings.max_images_per_request,
+                "max_request_bytes": settings.max_request_bytes,
+                "max_photos_per_plant": settings.max_photos_per_plant,
+                "default_top_k": settings.default_top_k,
+                "max_top_k": settings.max_top_k,
+                "request_timeout_s": settings.request_timeout_s,
+            },
+        }
 
     def close(self) -> None:
         """Answer the queued work and stop the inference thread; idempotent."""
         atexit.unregister(self.close)
         self.batcher.close()
+
+
+def combined_verdict(accepted: Sequence[Judged]) -> Verdict:
+    """The verdict of a plant: known when any photo is; its score the most typical accepted photo's."""
+    verdicts = [one.in_domain for one in accepted if one.in_domain.available]
+    if not verdicts:
+        return UNAVAILABLE
+    return max(verdicts, key=lambda verdict: verdict.score or 0.0)
+
+
+def measured_numbers(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's headline numbers, as evaluation.json holds them (training/finish.py writes it)."""
+    proxy = evaluation.get("field_proxy") or {}
+    return {
+        "split": evaluation.get("split"),
+        "images": evaluation.get("images"),
+        "top1": evaluation.get("top1"),
+        "top1_interval_95": evaluation.get("top1_interval_95") or [],
+        "top3": evaluation.get("top3"),
+        "field_proxy_images": proxy.get("images"),
+        "field_proxy_top1": proxy.get("top1"),
+        "rejected": [  # one row per photo group the card measured the in-domain verdict on
+            {"name": row.get("name"), "images": row.get("images"), "rejected": row.get("rejected")}
+            for row in evaluation.get("in_domain") or []
+            if isinstance(row, Mapping)
+        ],
+    }
+
+
+def diagnosis_service() -> DiagnosisService:
+    """The current app's one DiagnosisService (model, engine, batcher), created with the app.
+
+    The API and the page both reach the service through this accessor; Flask is imported here only,
+    so bulk classification uses the service without it.
+    """
+    from flask import current_app
+
+    return current_app.extensions[EXTENSION]

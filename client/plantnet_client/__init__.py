@@ -10,9 +10,12 @@ This package never imports the server, TensorFlow, OpenVINO or Flask.
 
 from .client import (
     DEFAULT_URL,
+    OTHER_LABEL,
     Client,
     InDomain,
     PlantNetError,
+    PlantResult,
+    RequestRejected,
     Result,
     ServiceUnavailable,
     parse_retry_after,
@@ -24,11 +27,14 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_URL",
     "IMAGE_EXTENSIONS",
+    "OTHER_LABEL",
     "Client",
     "Expander",
     "InDomain",
     "Photo",
     "PlantNetError",
+    "PlantResult",
+    "RequestRejected",
     "Result",
     "ServiceUnavailable",
     "SourceError",

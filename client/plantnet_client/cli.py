@@ -1,4 +1,7 @@
-"""The ``plantnet`` command: ``plantnet diagnose SOURCE...`` (files, folders, http(s) URLs, s3://).
+"""The ``plantnet`` command: ``plantnet diagnose SOURCE...`` (files, folders, http(s) URLs, s3://);
+``plantnet feedback ID --right`` / ``--wrong [--label LABEL]`` on a diagnosis the service keeps;
+``plantnet plant a.jpg b.jpg [--crop Tomato]``: one diagnosis of one plant from several photos of it;
+``plantnet model``: what the service's model is (labels by crop, verdict, measured numbers, limits).
 
 Exit status: 0 when every photo was diagnosed, 1 when any photo failed (or none was found),
 2 for a usage error, 130 when interrupted.
@@ -8,17 +11,28 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
+import re
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .client import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_URL, Client, Result
+from .client import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_URL,
+    OTHER_LABEL,
+    Client,
+    PlantNetError,
+    PlantResult,
+    Result,
+)
 from .sources import DEFAULT_MAX_DOWNLOAD_BYTES
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -36,8 +50,14 @@ CSV_FIELDS = (
     "top_k",
     "error_status",
     "error_message",
+    "id",
 )
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a file name);
+# such a cell gets a leading apostrophe, which spreadsheets show as text (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+# Control characters (C0, DEL, C1) in names and server messages would drive the terminal (escape sequences).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("sources", nargs="+", metavar="SOURCE")
     _add_url(diagnose)
     diagnose.add_argument("--top-k", type=_positive, metavar="N", help="how many ranked labels to ask for")
+    _add_crop(diagnose)
     diagnose.add_argument("--format", choices=FORMATS, default=None, help="output format (default: table)")
     diagnose.add_argument("-o", "--output", metavar="FILE", help="write results to FILE instead of stdout")
     diagnose.add_argument(
         "--resume",
         action="store_true",
         help="skip photos already diagnosed in --output (jsonl or csv) and append the rest; failed ones are retried",
+    )
+    diagnose.add_argument("--force", action="store_true", help="overwrite a non-empty --output")
+    diagnose.add_argument(
+        "--allow-unsafe-redirects",
+        action="store_true",
+        help="let URL downloads follow redirects from HTTPS to HTTP and to private or loopback addresses",
     )
     diagnose.add_argument(
         "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="photos per request (default: %(default)s)"
@@ -97,7 +124,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = commands.add_parser("health", help="exit 0 when the service answers its health check")
     _add_url(health)
+
+    feedback = commands.add_parser(
+        "feedback",
+        help="say whether a diagnosis was right (the service must keep diagnoses: PLANTNET_FEEDBACK=on)",
+        description="Tell the service whether the diagnosis with this id (the 'id' of its answer) was right.",
+    )
+    feedback.add_argument("id", metavar="ID", help="the diagnosis' id")
+    verdict = feedback.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--right", dest="correct", action="store_true", help="the diagnosis was right")
+    verdict.add_argument("--wrong", dest="correct", action="store_false", help="the diagnosis was wrong")
+    feedback.add_argument(
+        "--label", help=f"with --wrong: the right label (one of the model's labels), or '{OTHER_LABEL}'"
+    )
+    feedback.add_argument("--note", help="a short note (at most 500 characters)")
+    _add_url(feedback)
+
+    plant = commands.add_parser(
+        "plant",
+        help="one diagnosis of one plant from several photos of it (a close-up, the whole leaf, the underside)",
+        description="Send 1 to 5 photos of ONE plant (the server's PLANTNET_MAX_PHOTOS_PER_PLANT) and get one "
+        "diagnosis combined from the photos the server accepts, and each photo's own result.",
+    )
+    plant.add_argument("sources", nargs="+", metavar="PHOTO", help="a photo file, URL or s3:// key")
+    _add_crop(plant)
+    plant.add_argument("--top-k", type=_positive, metavar="N", help="how many ranked labels to ask for")
+    plant.add_argument("--strict", action="store_true", help="fail (HTTP 422) when no photo is a leaf it knows")
+    plant.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    plant.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    _add_url(plant)
+
+    model = commands.add_parser("model", help="what the service's model is: labels by crop, verdict, limits")
+    model.add_argument("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    _add_url(model)
     return parser
+
+
+def _add_crop(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--crop",
+        metavar="CROP",
+        help="the crop the photos show ('Tomato', 'Bell pepper'): diagnose among its labels only "
+        "(plantnet model lists the crops)",
+    )
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +174,11 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
         "--url",
         default=os.environ.get("PLANTNET_URL") or DEFAULT_URL,
         help=f"the service's base URL (default: $PLANTNET_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("PLANTNET_API_KEY") or None,
+        help="the key for a service that requires one (default: $PLANTNET_API_KEY)",
     )
 
 
@@ -131,11 +205,111 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "health":
-        with Client(args.url, retries=0) as client:
+        with Client(args.url, retries=0, api_key=args.api_key) as client:
             healthy = client.health()
         print(f"{args.url}: {'ready' if healthy else 'not ready'}")
         return EXIT_OK if healthy else EXIT_FAILED
+    if args.command == "feedback":
+        return send_feedback(parser, args)
+    if args.command == "plant":
+        return diagnose_plant(args)
+    if args.command == "model":
+        return describe_model(args)
     return diagnose(parser, args)
+
+
+# -- plant and model --------------------------------------------------------------------------
+def diagnose_plant(args: argparse.Namespace) -> int:
+    try:
+        with Client(args.url, timeout=args.timeout, api_key=args.api_key) as client:
+            plant = client.diagnose_plant(args.sources, top_k=args.top_k, crop=args.crop, strict=args.strict)
+    except ValueError as error:  # a photo this command cannot read
+        print(f"plantnet: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        print(json.dumps(plant_record(plant), ensure_ascii=False, indent=1))
+    else:
+        print_plant(plant, sys.stdout)
+    return EXIT_OK if plant.ok else EXIT_FAILED
+
+
+def plant_record(plant: PlantResult) -> dict[str, Any]:
+    return {
+        **plant.diagnosis.to_record(),
+        "combined_from": plant.combined_from,
+        "photos": [photo.to_record() for photo in plant.photos],
+    }
+
+
+def print_plant(plant: PlantResult, stream: IO[str]) -> None:
+    result = plant.diagnosis
+    if not result.ok:
+        status = f"HTTP {result.error_status}: " if result.error_status is not None else ""
+        print(f"no diagnosis: {status}{printable(result.error_message)}", file=stream)
+        return
+    hint = f" (crop hint: {result.crop})" if result.crop else ""
+    if result.known is False:
+        message = printable(result.raw.get("message") if result.raw else "")
+        print(f"this plant: no diagnosis{hint}: {message}", file=stream)
+    else:
+        used = f"from {plant.combined_from} of {len(plant.photos)} photos"
+        print(f"this plant: {result.label}, {result.confidence:.1%} sure, {used}{hint}", file=stream)
+    for number, photo in enumerate(plant.photos, 1):
+        if not photo.ok:
+            words = f"HTTP {photo.error_status}: {photo.error_message}"
+        elif photo.known is False:
+            words = "left out: not a leaf the model knows"
+        else:
+            words = f"used: on its own {photo.label}, {photo.confidence:.1%}"
+        print(f"  photo {number}: {printable(photo.source)}: {printable(words)}", file=stream)
+
+
+def describe_model(args: argparse.Namespace) -> int:
+    try:
+        with Client(args.url, api_key=args.api_key) as client:
+            info = client.model_info()
+    except PlantNetError as error:
+        print(f"plantnet: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        print(json.dumps(info, ensure_ascii=False, indent=1))
+        return EXIT_OK
+    out = sys.stdout
+    print(
+        f"{info.get('name')} {info.get('version')}: {info.get('engine')}/{info.get('precision')}, "
+        f"{info.get('input_size')} px, {info.get('labels')} labels",
+        file=out,
+    )
+    for group in info.get("crops") or []:
+        conditions = ", ".join(label.split("_", 1)[-1] for label in group.get("labels", []))
+        print(f"  {group.get('crop')}: {conditions}", file=out)
+    verdict = info.get("in_domain") or {}
+    if verdict.get("available"):
+        print(f"in-domain verdict: {verdict.get('method')}, threshold {verdict.get('threshold'):.4f}", file=out)
+    measured = info.get("measured") or {}
+    if measured.get("top1") is not None:
+        print(
+            f"measured: top-1 {measured['top1']:.2%} on {measured.get('images')} {measured.get('split')} photos",
+            file=out,
+        )
+    limits = info.get("limits") or {}
+    print("limits: " + ", ".join(f"{name} {value}" for name, value in limits.items()), file=out)
+    return EXIT_OK
+
+
+def send_feedback(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.correct and args.label is not None:
+        parser.error("--label is for a wrong diagnosis: use it with --wrong")
+    try:
+        with Client(args.url, api_key=args.api_key) as client:
+            saved = client.feedback(args.id, args.correct, label=args.label, note=args.note)
+    except PlantNetError as error:
+        print(f"plantnet: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    given = saved.get("feedback", {})
+    verdict = "right" if given.get("correct") else "wrong" + (f", it is {given['label']}" if given.get("label") else "")
+    print(f"{args.id}: saved ({verdict})")
+    return EXIT_OK
 
 
 # -- diagnose ---------------------------------------------------------------------------------
@@ -148,6 +322,8 @@ def diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--resume needs --format {' or '.join(RESUMABLE)}, not {fmt}")
     if args.retries < 0 or min(args.timeout, args.max_download_mb, args.max_request_mb) <= 0:
         parser.error("--retries must be >= 0; --timeout, --max-download-mb and --max-request-mb > 0")
+    if not to_stdout and not (args.resume or args.force) and _non_empty(Path(args.output)):
+        parser.error(f"{args.output} already holds results: add --resume to continue it or --force to overwrite it")
 
     err = sys.stderr
     client = Client(
@@ -158,6 +334,8 @@ def diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         max_download_bytes=int(args.max_download_mb * 2**20),
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_connections=max(args.concurrency, 4),
+        api_key=args.api_key,
+        allow_unsafe_redirects=args.allow_unsafe_redirects,
     )
     with client:
         photos = list(client.photos(args.sources))  # listing only: every photo is read when it is sent
@@ -167,7 +345,7 @@ def diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         skipped = 0
         if args.resume and Path(args.output).exists():
-            done = already_done(Path(args.output), fmt)
+            done = keep_done(Path(args.output), fmt)
             before = len(photos)
             photos = [photo for photo in photos if photo.source not in done]
             skipped = before - len(photos)
@@ -186,6 +364,7 @@ def diagnose(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             results = client.diagnose_many(
                 photos,
                 top_k=args.top_k,
+                crop=args.crop,
                 batch_size=args.batch_size,
                 concurrency=args.concurrency,
                 ordered=args.ordered,
@@ -231,38 +410,93 @@ def _progress() -> Any:
     )
 
 
+def _non_empty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
 def _open_output(output: str | None, resume: bool) -> tuple[IO[str], bool]:
     """The stream to write, and whether it already holds earlier results to append to."""
     if output in (None, "-"):
         return sys.stdout, False
     path = Path(output)
-    if resume and path.exists() and path.stat().st_size > 0:
-        stream = path.open("a", encoding="utf-8", newline="")
-        with path.open("rb") as existing:
-            existing.seek(-1, io.SEEK_END)
-            if existing.read(1) != b"\n":  # an interrupted run left half a line: end it first
-                stream.write("\n")
-        return stream, True
+    if resume and _non_empty(path):  # keep_done left only complete lines
+        return path.open("a", encoding="utf-8", newline=""), True
     return path.open("w", encoding="utf-8", newline=""), False
+
+
+def keep_done(path: Path, fmt: str) -> set[str]:
+    """Rewrite an earlier run's ``path`` to its successful records, one per source; return those sources.
+
+    What a killed run left half-written (the last line), failed records (tried again now) and
+    repeats are dropped, so after ``--resume`` the file holds exactly one record per source. The
+    file is replaced atomically: a second kill leaves the old file or the new one, never half of it.
+    """
+    done, body = _successful_records(path, fmt)
+    _replace(path, body)
+    return done
 
 
 def already_done(path: Path, fmt: str) -> set[str]:
     """The sources an earlier run wrote successfully to ``path`` (failed ones are tried again)."""
+    return _successful_records(path, fmt)[0]
+
+
+def _successful_records(path: Path, fmt: str) -> tuple[set[str], str]:
+    """The sources with a complete successful record in ``path``, and those records (the first of each) as text."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    complete = text[: text.rfind("\n") + 1]  # a line without its newline was cut off
     done: set[str] = set()
-    with path.open(encoding="utf-8", newline="", errors="replace") as stream:
-        if fmt == "jsonl":
-            for line in stream:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("source"), str) and _truthy(record.get("ok")):
-                    done.add(record["source"])
-        else:
-            for row in csv.DictReader(stream):
-                if row.get("source") and _truthy(row.get("ok")):
-                    done.add(row["source"])
-    return done
+    kept: list[str] = []
+    if fmt == "jsonl":
+        for line in complete.splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            source = record.get("source") if isinstance(record, dict) else None
+            if isinstance(source, str) and _truthy(record.get("ok")) and source not in done:
+                done.add(source)
+                kept.append(line)
+        body = "".join(kept)
+    else:
+        rows = []
+        for row in csv.DictReader(complete.splitlines(keepends=True)):
+            source = _csv_text(row.get("source") or "")
+            if source and _truthy(row.get("ok")) and source not in done and None not in row:
+                done.add(source)
+                rows.append({key: row.get(key) or "" for key in CSV_FIELDS})
+        buffer = _StringSink()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        body = buffer.text
+    return done, body
+
+
+class _StringSink:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _truthy(value: Any) -> bool:
@@ -336,15 +570,30 @@ class TableWriter(Writer):
             confidence = "ERROR"
             status = f"HTTP {result.error_status}: " if result.error_status is not None else ""
             label = status + (result.error_message or "")
-        self.stream.write(f"{confidence:>10}  {label:<32}  {result.source}\n")
+        kept = f"  id {printable(result.id)}" if result.id else ""  # for `plantnet feedback ID`
+        self.stream.write(f"{confidence:>10}  {printable(label):<32}  {printable(result.source)}{kept}\n")
+
+
+def printable(text: Any) -> str:
+    """``text`` without control characters, for a terminal: a file name cannot move the cursor or recolour it."""
+    return CONTROL_CHARACTERS.sub("?", str(text))
 
 
 def _csv_value(value: Any) -> Any:
+    """A cell: "" for None, true/false, and text without control characters that no spreadsheet runs."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        value = CONTROL_CHARACTERS.sub(" ", value)
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
     return value
+
+
+def _csv_text(cell: str) -> str:
+    """The text _csv_value wrote into ``cell`` (its apostrophe removed), for --resume to match sources."""
+    return cell[1:] if cell.startswith("'") and cell[1:2] and cell[1:].startswith(FORMULA_STARTS) else cell
 
 
 def make_writer(fmt: str, stream: IO[str], append: bool = False) -> Writer:
@@ -390,12 +639,12 @@ class Summary:
         if self.labels:
             width = max(len(label) for label in self.labels)
             for label, count in self.labels.most_common():
-                print(f"  {label:<{width}}  {count:>6}", file=stream)
+                print(f"  {printable(label):<{width}}  {count:>6}", file=stream)
         if self.failures:
             print("failures:", file=stream)
             for result in self.failures[: self.SHOWN_FAILURES]:
                 status = f"HTTP {result.error_status}: " if result.error_status is not None else ""
-                print(f"  {result.source}: {status}{result.error_message}", file=stream)
+                print(f"  {printable(result.source)}: {status}{printable(result.error_message)}", file=stream)
             if self.failed > self.SHOWN_FAILURES:
                 print(f"  ... and {self.failed - self.SHOWN_FAILURES} more", file=stream)
         if output:

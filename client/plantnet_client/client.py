@@ -22,7 +22,12 @@ from .sources import DEFAULT_MAX_DOWNLOAD_BYTES, Expander, Photo, SourceError
 DEFAULT_URL = "http://127.0.0.1:5000"
 PREDICTION_PATH = "/Diagnosis/prediction"
 PREDICTIONS_PATH = "/Diagnosis/predictions"
+PLANT_PATH = "/Diagnosis/plant"
+MODEL_PATH = "/Diagnosis/model"
 HEALTH_PATH = "/health"
+FEEDBACK_PATH = "/Diagnosis/feedback"
+KEPT_PATH = "/Diagnosis/diagnoses/{id}"
+OTHER_LABEL = "other"  # feedback's label when the right answer is none of the model's labels
 DEFAULT_BATCH_SIZE = 32  # the server's default limit of photos per request
 # Two requests of 32 in flight: one being computed while the next uploads and decodes. It is also
 # what the server's default queue holds (PLANTNET_MAX_QUEUE=64 photos); with four in flight, two
@@ -50,6 +55,15 @@ class PlantNetError(Exception):
 
 class ServiceUnavailable(PlantNetError):
     """The service could not be reached, even after every retry."""
+
+
+class RequestRejected(PlantNetError):
+    """The service answered a request with an error status; ``status`` and ``message`` say why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,8 @@ class Result:
     raw: Mapping[str, Any] | None = field(default=None, repr=False, compare=False, hash=False)
     error_status: int | None = None
     error_message: str | None = None
+    id: str | None = None  # the diagnosis' id when the service keeps diagnoses: for ``Client.feedback``
+    crop: str | None = None  # the crop hint the server diagnosed within (None: no hint)
 
     @property
     def ok(self) -> bool:
@@ -125,6 +141,8 @@ class Result:
             healthy=body.get("healthy") if isinstance(body.get("healthy"), bool) else None,
             in_domain=InDomain.from_json(body.get("in_domain")),
             raw=body,
+            id=_str(body.get("id")),
+            crop=_str(body.get("crop")),
         )
 
     @classmethod
@@ -148,7 +166,26 @@ class Result:
             "top_k": [{"label": label, "confidence": conf} for label, conf in self.top_k],
             "error_status": self.error_status,
             "error_message": self.error_message,
+            "id": self.id,
+            "crop": self.crop,
         }
+
+
+@dataclass(frozen=True)
+class PlantResult:
+    """One plant from several photos: the combined diagnosis, and each photo's own result in order.
+
+    ``diagnosis.source`` lists the photos; ``combined_from`` is how many the server's verdict accepted
+    and combined (``None`` when the request failed: then ``photos`` is empty and ``diagnosis`` says why).
+    """
+
+    diagnosis: Result
+    photos: tuple[Result, ...] = ()
+    combined_from: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.diagnosis.ok
 
 
 class Client:
@@ -160,8 +197,11 @@ class Client:
     most ``max_backoff``) unless the answer carries ``Retry-After``, which is honoured up to
     ``max_retry_after`` seconds. ``max_request_bytes`` keeps each many-photo request under the
     server's total limit (a request is split when its photos together are larger; a 413 splits it
-    too). ``max_download_bytes`` bounds photos downloaded from http(s) URLs; ``endpoint_url`` /
-    ``s3_client`` configure ``s3://`` sources.
+    too). ``max_download_bytes`` bounds every photo read (downloaded from http(s) URLs, read from a
+    file or an S3 object); ``endpoint_url`` / ``s3_client`` configure ``s3://`` sources. A download
+    refuses redirects from HTTPS to HTTP and to private, loopback or link-local addresses unless
+    ``allow_unsafe_redirects``. ``api_key`` is sent as ``Authorization: Bearer <key>`` (services that
+    set PLANTNET_API_KEYS_FILE need one).
     """
 
     def __init__(
@@ -180,6 +220,8 @@ class Client:
         endpoint_url: str | None = None,
         s3_client: Any = None,
         verify: bool | str = True,
+        api_key: str | None = None,
+        allow_unsafe_redirects: bool = False,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -195,7 +237,11 @@ class Client:
         self._http = httpx.Client(
             base_url=self.url,
             timeout=timeout,
-            headers={"Accept": "application/json", **(headers or {})},
+            headers={
+                "Accept": "application/json",
+                **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+                **(headers or {}),
+            },
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             verify=verify,
         )
@@ -203,7 +249,11 @@ class Client:
             follow_redirects=True, timeout=timeout, verify=verify, limits=httpx.Limits(max_connections=max_connections)
         )
         self.expander = Expander(
-            self._downloads, max_download_bytes=max_download_bytes, s3_client=s3_client, endpoint_url=endpoint_url
+            self._downloads,
+            max_download_bytes=max_download_bytes,
+            s3_client=s3_client,
+            endpoint_url=endpoint_url,
+            allow_unsafe_redirects=allow_unsafe_redirects,
         )
         self._many_unsupported = False
         self._sleep = time.sleep
@@ -243,8 +293,12 @@ class Client:
         """The photos that ``sources`` name, listed lazily (nothing is read yet)."""
         return self.expander.expand(sources)
 
-    def diagnose(self, source: Any, top_k: int | None = None) -> Result:
-        """Diagnose one photo: a path, an http(s) URL, ``s3://bucket/key``, bytes or a binary file."""
+    def diagnose(self, source: Any, top_k: int | None = None, crop: str | None = None) -> Result:
+        """Diagnose one photo: a path, an http(s) URL, ``s3://bucket/key``, bytes or a binary file.
+
+        ``crop`` ("Tomato") tells the server which crop the photo shows: it diagnoses among that
+        crop's labels only (``model_info()`` lists them); a crop it does not know fails with 400.
+        """
         found = list(islice(self.photos(source), 2))
         if not found:
             raise ValueError(f"no photo found in {source!r}")
@@ -257,7 +311,7 @@ class Client:
             return Result.failure(photo.source, str(error))
         try:
             response = self._send(
-                PREDICTION_PATH, files=[("image", (photo.name, data, photo.content_type))], top_k=top_k
+                PREDICTION_PATH, files=[("image", (photo.name, data, photo.content_type))], form=_form(top_k, crop)
             )
         except ServiceUnavailable as error:
             return Result.failure(photo.source, str(error))
@@ -266,6 +320,80 @@ class Client:
             return Result.from_diagnosis(photo.source, body)
         return Result.failure(photo.source, _message(response, body), response.status_code, _mapping(body))
 
+    def diagnose_plant(
+        self, sources: Any, top_k: int | None = None, crop: str | None = None, strict: bool = False
+    ) -> PlantResult:
+        """Diagnose one plant from several photos of it (1 to the server's PLANTNET_MAX_PHOTOS_PER_PLANT, 5).
+
+        The server combines the photos its verdict accepts into one diagnosis (``PlantResult.diagnosis``)
+        and answers each photo's own result too (``PlantResult.photos``, in order). A photo this client
+        cannot read fails the call with ValueError before anything is sent; a refused request (no photo,
+        too many, unknown crop, none readable, ``strict`` and none accepted) gives a failed diagnosis.
+        """
+        photos = list(self.photos(sources))
+        if not photos:
+            raise ValueError(f"no photo found in {sources!r}")
+        try:
+            files = [("images", (photo.name, photo.read(), photo.content_type)) for photo in photos]
+        except SourceError as error:
+            raise ValueError(str(error)) from error
+        source = ", ".join(photo.source for photo in photos)
+        try:
+            response = self._send(PLANT_PATH, files=files, form=_form(top_k, crop, strict))
+        except ServiceUnavailable as error:
+            return PlantResult(Result.failure(source, str(error)))
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body, Mapping):
+            return PlantResult(Result.failure(source, _message(response, body), response.status_code, _mapping(body)))
+        items = body.get("photos") if isinstance(body.get("photos"), list) else []
+        results = tuple(
+            _item_result(photo.source, item) if isinstance(item, Mapping) else Result.failure(photo.source, "no result")
+            for photo, item in zip(photos, items, strict=False)
+        )
+        used = body.get("combined_from")
+        return PlantResult(Result.from_diagnosis(source, body), results, used if isinstance(used, int) else None)
+
+    def model_info(self) -> dict[str, Any]:
+        """What the service's model is: name, version, engine, labels by crop, in-domain verdict, limits.
+
+        Raises RequestRejected (a server without GET /Diagnosis/model answers 404) or ServiceUnavailable.
+        """
+        return self._answer(self._send(MODEL_PATH, method="GET"))
+
+    def feedback(
+        self, diagnosis_id: str, correct: bool, label: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        """Tell the service whether a diagnosis was right; if not, ``label`` says what it is.
+
+        ``label`` is one of the model's labels or ``"other"``; ``note`` a short remark. Returns the
+        saved feedback once the service has committed it; raises RequestRejected (400 bad field, 404
+        unknown id or a service that keeps no diagnoses) or ServiceUnavailable. Sending it again
+        replaces it, so the retries are safe.
+        """
+        body: dict[str, Any] = {"id": diagnosis_id, "correct": bool(correct)}
+        if label is not None:
+            body["label"] = label
+        if note is not None:
+            body["note"] = note
+        return self._answer(self._send(FEEDBACK_PATH, json_body=body))
+
+    def kept(self, diagnosis_id: str) -> dict[str, Any]:
+        """What the service keeps of a diagnosis: its answer, its feedback, when it expires."""
+        return self._answer(self._send(KEPT_PATH.format(id=diagnosis_id), method="GET"))
+
+    def forget(self, diagnosis_id: str) -> None:
+        """Delete a kept diagnosis, its feedback and its photo from the service."""
+        self._answer(self._send(KEPT_PATH.format(id=diagnosis_id), method="DELETE"))
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code == 204:
+            return {}
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body, Mapping):
+            raise RequestRejected(response.status_code, _message(response, body))
+        return dict(body)
+
     def diagnose_many(
         self,
         sources: Any,
@@ -273,13 +401,14 @@ class Client:
         batch_size: int = DEFAULT_BATCH_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
+        crop: str | None = None,
     ) -> Iterator[Result]:
         """Diagnose every photo the sources name; yields one :class:`Result` per photo.
 
         Photos go up ``batch_size`` to a request, ``concurrency`` requests at a time; results come
         as each request finishes (in the sources' order within a request, and across requests
         too when ``ordered``). A photo that cannot be read, or that the server refuses, yields a
-        failed result; the others go on.
+        failed result; the others go on. ``crop`` is a hint for every photo (see :meth:`diagnose`).
         """
         if batch_size < 1 or concurrency < 1:
             raise ValueError("batch_size and concurrency must be >= 1")
@@ -288,7 +417,7 @@ class Client:
         pending: deque[Future[list[Result]]] = deque()
         try:
             for batch in batches:
-                pending.append(pool.submit(self._diagnose_batch, batch, top_k))
+                pending.append(pool.submit(self._diagnose_batch, batch, _form(top_k, crop)))
                 while len(pending) >= concurrency:
                     yield from self._collect(pending, ordered)
             while pending:
@@ -307,7 +436,7 @@ class Client:
             pending.remove(future)
             yield from future.result()
 
-    def _diagnose_batch(self, batch: list[Photo], top_k: int | None) -> list[Result]:
+    def _diagnose_batch(self, batch: list[Photo], form: dict[str, str]) -> list[Result]:
         results: dict[int, Result] = {}
         uploads: list[tuple[int, Photo, bytes]] = []
         for index, photo in enumerate(batch):
@@ -316,15 +445,15 @@ class Client:
             except SourceError as error:
                 results[index] = Result.failure(photo.source, str(error))
         for group in _by_size(uploads, self.max_request_bytes):
-            results.update(self._upload(group, top_k))
+            results.update(self._upload(group, form))
         return [results[index] for index in range(len(batch))]
 
-    def _upload(self, uploads: list[tuple[int, Photo, bytes]], top_k: int | None) -> dict[int, Result]:
+    def _upload(self, uploads: list[tuple[int, Photo, bytes]], form: dict[str, str]) -> dict[int, Result]:
         if self._many_unsupported:
-            return self._upload_one_by_one(uploads, top_k)
+            return self._upload_one_by_one(uploads, form)
         files = [("images", (photo.name, data, photo.content_type)) for _, photo, data in uploads]
         try:
-            response = self._send(PREDICTIONS_PATH, files=files, top_k=top_k)
+            response = self._send(PREDICTIONS_PATH, files=files, form=form)
         except ServiceUnavailable as error:
             return {index: Result.failure(photo.source, str(error)) for index, photo, _ in uploads}
         status = response.status_code
@@ -332,10 +461,10 @@ class Client:
         if status in (404, 405) and not self._many_unsupported:
             # A server older than the many-photo endpoint: one request per photo still works.
             self._many_unsupported = True
-            return self._upload_one_by_one(uploads, top_k)
+            return self._upload_one_by_one(uploads, form)
         if status == 413 and len(uploads) > 1:
             half = len(uploads) // 2  # too large in total: send each half on its own
-            return {**self._upload(uploads[:half], top_k), **self._upload(uploads[half:], top_k)}
+            return {**self._upload(uploads[:half], form), **self._upload(uploads[half:], form)}
         items = body.get("results") if status == 200 and isinstance(body, Mapping) else None
         if not isinstance(items, list):
             message = _message(response, body) if status != 200 else "the server's answer has no results list"
@@ -355,12 +484,12 @@ class Client:
             )
         return results
 
-    def _upload_one_by_one(self, uploads: list[tuple[int, Photo, bytes]], top_k: int | None) -> dict[int, Result]:
+    def _upload_one_by_one(self, uploads: list[tuple[int, Photo, bytes]], form: dict[str, str]) -> dict[int, Result]:
         results = {}
         for index, photo, data in uploads:
             try:
                 response = self._send(
-                    PREDICTION_PATH, files=[("image", (photo.name, data, photo.content_type))], top_k=top_k
+                    PREDICTION_PATH, files=[("image", (photo.name, data, photo.content_type))], form=form
                 )
             except ServiceUnavailable as error:
                 results[index] = Result.failure(photo.source, str(error))
@@ -374,13 +503,21 @@ class Client:
                 )
         return results
 
-    def _send(self, path: str, *, files: list[Any], top_k: int | None = None) -> httpx.Response:
-        """POST with retries on connection errors and retryable statuses; the last answer otherwise."""
-        data = {"top_k": str(top_k)} if top_k is not None else None
+    def _send(
+        self,
+        path: str,
+        *,
+        files: list[Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        method: str = "POST",
+    ) -> httpx.Response:
+        """Send with retries on connection errors and retryable statuses; the last answer otherwise."""
+        data = dict(form) if form else None
         attempt = 0
         while True:
             try:
-                response = self._http.post(path, files=files, data=data)
+                response = self._http.request(method, path, files=files, data=data, json=json_body)
             except RETRYABLE_ERRORS as error:
                 if attempt >= self.retries:
                     raise ServiceUnavailable(
@@ -401,6 +538,16 @@ class Client:
     def _backoff_delay(self, attempt: int) -> float:
         ceiling = min(self.max_backoff, self.backoff * (2**attempt))
         return ceiling * (0.5 + random.random() / 2)  # "equal jitter": between half and all of it
+
+
+def _form(top_k: int | None = None, crop: str | None = None, strict: bool = False) -> dict[str, str]:
+    """The form fields of a diagnosis request; only those the caller set (the server's defaults otherwise)."""
+    form = {"top_k": str(top_k)} if top_k is not None else {}
+    if crop is not None:
+        form["crop"] = crop
+    if strict:
+        form["strict"] = "true"
+    return form
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -8,8 +8,10 @@ listed (a missing path, an unreachable bucket) becomes one photo whose ``read`` 
 
 from __future__ import annotations
 
+import ipaddress
 import mimetypes
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,7 +23,8 @@ import httpx
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 )
-DEFAULT_MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB
+DEFAULT_MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: the most read of any one photo (URL, file or S3 object)
+MAX_REDIRECTS = 5
 
 _CHUNK = 64 * 1024
 
@@ -76,7 +79,10 @@ class Expander:
 
     ``http`` downloads URL sources (the server never fetches URLs); ``s3_client`` is any boto3 S3
     client, made on first use from the standard credential chain with ``endpoint_url`` (else
-    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``) when not given.
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``) when not given. ``max_download_bytes`` bounds
+    every photo read, whatever its source. A download follows at most 5 redirects and, unless
+    ``allow_unsafe_redirects``, refuses one from HTTPS to HTTP or to a private, loopback or
+    link-local address (a public URL cannot send this command to fetch from the machine's network).
     """
 
     def __init__(
@@ -87,8 +93,10 @@ class Expander:
         s3_client: Any = None,
         endpoint_url: str | None = None,
         s3_page_size: int | None = None,
+        allow_unsafe_redirects: bool = False,
     ) -> None:
         self._http = http
+        self.allow_unsafe_redirects = allow_unsafe_redirects
         self._own_http = http is None
         self.max_download_bytes = max_download_bytes
         self._s3 = s3_client
@@ -110,7 +118,7 @@ class Expander:
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0, connect=10.0))
+            self._http = httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
         return self._http
 
     @property
@@ -136,14 +144,14 @@ class Expander:
         elif hasattr(source, "read"):
             yield _file_object(source)
         elif isinstance(source, os.PathLike):
-            yield from local_photos(os.fspath(source))
+            yield from local_photos(os.fspath(source), self.max_download_bytes)
         elif isinstance(source, str):
             if is_url(source):
                 yield self.url_photo(source)
             elif is_s3(source):
                 yield from self.s3_photos(source)
             else:
-                yield from local_photos(source)
+                yield from local_photos(source, self.max_download_bytes)
         else:
             raise TypeError(f"cannot diagnose a {type(source).__name__}: give a path, URL, s3:// URI or bytes")
 
@@ -153,10 +161,23 @@ class Expander:
         return Photo(url, name, lambda: self.download(url))
 
     def download(self, url: str) -> bytes:
-        """Fetch ``url``, streamed, refusing anything larger than ``max_download_bytes``."""
+        """Fetch ``url``, streamed, refusing anything larger than ``max_download_bytes`` and unsafe redirects."""
+        for _ in range(MAX_REDIRECTS + 1):
+            target = self._download_once(url)
+            if isinstance(target, bytes):
+                return target
+            if not self.allow_unsafe_redirects:
+                check_redirect(url, target)
+            url = target
+        raise SourceError(f"download failed: more than {MAX_REDIRECTS} redirects from {url}")
+
+    def _download_once(self, url: str) -> bytes | str:
+        """The body of ``url``, or the URL it redirects to."""
         limit = self.max_download_bytes
         try:
-            with self.http.stream("GET", url) as response:
+            with self.http.stream("GET", url, follow_redirects=False) as response:
+                if response.is_redirect and response.headers.get("location"):
+                    return str(response.url.join(response.headers["location"]))
                 if response.status_code >= 400:
                     raise SourceError(f"download failed: HTTP {response.status_code} from {url}")
                 declared = response.headers.get("content-length")
@@ -203,10 +224,19 @@ class Expander:
 
     def s3_photo(self, bucket: str, key: str) -> Photo:
         def read() -> bytes:
+            limit = self.max_download_bytes
             try:
-                return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                answer = self.s3.get_object(Bucket=bucket, Key=key)
+                if int(answer.get("ContentLength") or 0) > limit:
+                    raise SourceError(too_large(f"s3://{bucket}/{key}", int(answer["ContentLength"]), limit))
+                data = answer["Body"].read(limit + 1)
+            except SourceError:
+                raise
             except Exception as error:
                 raise SourceError(f"cannot read s3://{bucket}/{key}: {error}") from error
+            if len(data) > limit:
+                raise SourceError(too_large(f"s3://{bucket}/{key}", len(data), limit))
+            return data
 
         return Photo(f"s3://{bucket}/{key}", PurePosixPath(key).name, read)
 
@@ -223,14 +253,38 @@ def make_s3_client(endpoint_url: str | None = None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, config=config)
 
 
-def local_photos(path: str) -> Iterator[Photo]:
+def too_large(source: str, size: int, limit: int) -> str:
+    return f"{source} is {size:,} bytes or more, over the {limit:,}-byte limit of one photo"
+
+
+def check_redirect(origin: str, target: str) -> None:
+    """Refuse a redirect from HTTPS to HTTP, or to a host that is (or resolves to) a non-public address."""
+    before, after = urlsplit(origin), urlsplit(target)
+    if after.scheme not in ("http", "https"):
+        raise SourceError(f"download refused: {origin} redirects to a {after.scheme or 'relative'} URL")
+    if before.scheme == "https" and after.scheme == "http":
+        raise SourceError(f"download refused: {origin} redirects from HTTPS to HTTP ({target})")
+    host = after.hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, after.port or 443, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError) as error:
+        raise SourceError(f"download failed: cannot resolve {host} (redirected from {origin}): {error}") from error
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            raise SourceError(
+                f"download refused: {origin} redirects to {host} ({ip}), a private, loopback or link-local address"
+            )
+
+
+def local_photos(path: str, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> Iterator[Photo]:
     """A file is one photo, whatever its extension; a folder is its image files, recursively, sorted.
 
     Hidden files and folders (names starting with ``.``) are skipped inside folders.
     """
     root = Path(path)
     if root.is_file():
-        yield _file_photo(path)
+        yield _file_photo(path, max_bytes)
     elif root.is_dir():
         found = []
         for folder, dirs, files in os.walk(root):
@@ -240,13 +294,23 @@ def local_photos(path: str) -> Iterator[Photo]:
                     full = os.path.join(folder, name)
                     found.append((Path(full).relative_to(root).parts, full))
         for _, full in sorted(found):
-            yield _file_photo(full)
+            yield _file_photo(full, max_bytes)
     else:
         yield _failing(path, f"no such file or folder: {path}")
 
 
-def _file_photo(path: str) -> Photo:
-    return Photo(path, os.path.basename(path), lambda: Path(path).read_bytes())
+def _file_photo(path: str, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> Photo:
+    def read() -> bytes:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise SourceError(too_large(path, size, max_bytes))
+            data = handle.read(max_bytes + 1)  # a file that grew since: still bounded
+        if len(data) > max_bytes:
+            raise SourceError(too_large(path, len(data), max_bytes))
+        return data
+
+    return Photo(path, os.path.basename(path), read)
 
 
 def _file_object(stream: IO[bytes]) -> Photo:

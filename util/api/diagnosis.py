@@ -1,16 +1,23 @@
-"""The Diagnosis namespace: one photo in, one diagnosis out; or many photos in, one result each."""
+"""The Diagnosis namespace: one photo in, one diagnosis out; many photos in, one result each; several
+photos of one plant in, one combined diagnosis out; and what the model is (GET /Diagnosis/model).
+
+Every diagnosing route takes an optional ``crop`` hint; an answer names the hint it used in ``crop``,
+and without a hint it has no ``crop`` key at all (answers exactly as before hints existed).
+"""
 
 from __future__ import annotations
 
 from flask import current_app, g, request
-from flask_restx import Namespace, Resource, fields, inputs, reqparse
+from flask_restx import Namespace, Resource, fields, inputs, marshal, reqparse
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from util import leaf
+from util import leaf, messages
 from util.api.errors import ApiError, error_model
 from util.config import Settings
-from util.service import EXTENSION, Diagnosis, DiagnosisService, ImageFailure
+from util.feedback import remember, remember_plant
+from util.labels import UnknownCrop
+from util.service import Diagnosis, ImageFailure, diagnosis_service
 
 ns = Namespace("Diagnosis", description="Leaf-disease diagnosis from a photo")
 ns.add_model(error_model.name, error_model)
@@ -49,6 +56,7 @@ def photo_parser(field: str, help: str, many: bool = False) -> reqparse.RequestP
             "(per photo, in /predictions) instead of a 200 whose label is 'Unknown'"
         ),
     )
+    parser.add_argument("crop", location=("args", "form"), type=str, required=False, help=messages.CROP_HINT_HELP)
     return parser
 
 
@@ -60,10 +68,30 @@ predictions_parser = photo_parser(
     f"PLANTNET_MAX_REQUEST_BYTES ({Settings.max_request_bytes:,} unless set) bytes together",
     many=True,
 )
+plant_parser = photo_parser(
+    "images",
+    f"1 to PLANTNET_MAX_PHOTOS_PER_PLANT ({Settings.max_photos_per_plant} unless set) photos of ONE plant "
+    f"({FORMATS}), each in the repeated multipart field 'images' (a close-up, the whole leaf, the underside...)",
+    many=True,
+)
 
 
 class NullableString(fields.String):
     """A string that may be null, said the Swagger 2.0 way (``x-nullable``)."""
+
+    def schema(self) -> dict:
+        return {**super().schema(), "x-nullable": True}
+
+
+class NullableFloat(fields.Float):
+    """A number that may be null, said the Swagger 2.0 way (``x-nullable``)."""
+
+    def schema(self) -> dict:
+        return {**super().schema(), "x-nullable": True}
+
+
+class NullableInteger(fields.Integer):
+    """An integer that may be null, said the Swagger 2.0 way (``x-nullable``)."""
 
     def schema(self) -> dict:
         return {**super().schema(), "x-nullable": True}
@@ -123,6 +151,16 @@ diagnosis_model = ns.model(
             description="null, or when in_domain.known is false: why there is no diagnosis and how to take a photo "
             "the model can judge (then label is 'Unknown' and top_k only lists the nearest known labels)"
         ),
+        "crop": fields.String(
+            description="The crop hint the diagnosis was made with (labels and top_k are that crop's only); "
+            "absent when no crop was sent",
+            example="Tomato",
+        ),
+        "id": fields.String(
+            description="This diagnosis' id, for POST /Diagnosis/feedback and GET/DELETE /Diagnosis/diagnoses/{id}; "
+            "absent when the service keeps no diagnoses (PLANTNET_FEEDBACK off) or could not keep this one",
+            example="q3Zr8bVn0xKc1fQm2yW4tA",
+        ),
     },
 )
 photo_result_model = ns.model(
@@ -150,60 +188,184 @@ predictions_model = ns.model(
 )
 
 
-def diagnosis_service() -> DiagnosisService:
-    """The process's one DiagnosisService (model, engine, batcher), created with the app."""
-    return current_app.extensions[EXTENSION]
+plant_model = ns.inherit(
+    "PlantDiagnosis",
+    diagnosis_model,
+    {
+        "combined_from": fields.Integer(
+            required=True, min=0, description="How many photos the verdict accepted and the diagnosis combines"
+        ),
+        "photos": fields.List(
+            fields.Nested(photo_result_model, skip_none=True),
+            required=True,
+            description="Each photo's own result, in upload order (as /Diagnosis/predictions answers it)",
+        ),
+    },
+)
+crop_labels_model = ns.model(
+    "CropLabels",
+    {
+        "crop": fields.String(required=True, description="A value the crop hint takes", example="Tomato"),
+        "labels": fields.List(fields.String, required=True, example=["Tomato_Late blight", "Tomato_healthy"]),
+    },
+)
+calibration_model = ns.model(
+    "InDomainCalibration",
+    {
+        "available": fields.Boolean(required=True, description="Whether answers carry an in-domain verdict"),
+        "method": NullableString(example="mahalanobis+energy"),
+        "threshold": NullableFloat(description="known = score >= threshold", example=0.025),
+        "target_acceptance": NullableFloat(
+            description="Share of held-out known leaves the threshold keeps", example=0.975
+        ),
+        "calibrated_on": NullableString(example="validation split, 769 images"),
+    },
+)
+rejected_model = ns.model(
+    "RejectionRow",
+    {
+        "name": fields.String(required=True, example="near (held out)"),
+        "images": NullableInteger(required=True, example=144),
+        "rejected": NullableInteger(required=True, description="How many the verdict rejected", example=139),
+    },
+)
+measured_model = ns.model(
+    "MeasuredNumbers",
+    {
+        "split": NullableString(example="validation"),
+        "images": NullableInteger(description="Photos of the split", example=769),
+        "top1": NullableFloat(example=0.9766),
+        "top1_interval_95": fields.List(fields.Float, description="Empty when not measured", example=[0.963, 0.985]),
+        "top3": NullableFloat(example=1.0),
+        "field_proxy_images": NullableInteger(example=769),
+        "field_proxy_top1": NullableFloat(
+            description="Validation leaves pasted onto non-leaf photos (a proxy, not field photos)", example=0.8635
+        ),
+        "rejected": fields.List(fields.Nested(rejected_model), description="The in-domain verdict per photo group"),
+    },
+)
+limits_model = ns.model(
+    "Limits",
+    {
+        "max_upload_bytes": fields.Integer(required=True, description="One photo (PLANTNET_MAX_UPLOAD_BYTES)"),
+        "max_pixels": fields.Integer(required=True, description="One photo's pixels (PLANTNET_MAX_PIXELS)"),
+        "max_images_per_request": fields.Integer(required=True, description="/Diagnosis/predictions"),
+        "max_request_bytes": fields.Integer(required=True, description="Every photo of one request together"),
+        "max_photos_per_plant": fields.Integer(required=True, description="/Diagnosis/plant"),
+        "default_top_k": fields.Integer(required=True),
+        "max_top_k": fields.Integer(required=True),
+        "request_timeout_s": fields.Float(required=True),
+    },
+)
+description_model = ns.model(
+    "ModelDescription",
+    {
+        "name": fields.String(required=True, example="plantnet-inceptionv3"),
+        "version": fields.String(required=True, example="2026-12-04"),
+        "input_size": fields.Integer(required=True, description="Side of the square input, pixels", example=160),
+        "engine": fields.String(required=True, example="openvino"),
+        "precision": fields.String(required=True, example="bf16"),
+        "labels": fields.Integer(required=True, description="How many labels the model answers", example=34),
+        "crops": fields.List(fields.Nested(crop_labels_model), required=True, description="Labels grouped by crop"),
+        "in_domain": fields.Nested(calibration_model, required=True),
+        "measured": fields.Nested(
+            measured_model,
+            required=True,
+            description="What the model card reports (evaluation.json beside the model); nulls when not measured",
+        ),
+        "limits": fields.Nested(limits_model, required=True),
+    },
+)
 
 
 @ns.route("/prediction")
 class OnePhoto(Resource):
     @ns.expect(prediction_parser)
-    @ns.marshal_with(diagnosis_model, description="The diagnosis")
-    @ns.response(400, "No image, an empty or damaged file, or a bad top_k", error_model)
+    @ns.response(200, "The diagnosis", diagnosis_model)
+    @ns.response(400, "No image, an empty or damaged file, a bad top_k, or a crop the model does not know", error_model)
     @ns.response(413, "The upload or the image's pixel count is over the limit", error_model)
     @ns.response(415, "The file is not an image in a supported format", error_model)
     @ns.response(422, "strict=true and the photo is not a leaf of a crop the model knows", error_model)
     @ns.response(503, "The model is still warming up or the service is overloaded", error_model)
-    def post(self) -> Diagnosis:
+    def post(self) -> dict:
         """Diagnose the leaf in an uploaded photo."""
         if len(request.files.getlist("image")) > 1:
             raise ApiError(400, "Send one image per request in the field 'image'.")
         args = parse(prediction_parser)
-        result = diagnosis_service().diagnose(args["image"].read(), top_k(args), args["strict"])
+        k, crop = top_k(args), crop_hint(args)
+        result = diagnosis_service().diagnose(args["image"].stream, k, args["strict"], crop)
         if isinstance(result, ImageFailure):
             raise ApiError(result.status, result.message)
         g.label = result.label
-        return result
+        result = remember(current_app, [args["image"]], [result])[0]
+        return answer(result, diagnosis_model)
 
 
 @ns.route("/predictions")
 class ManyPhotos(Resource):
     @ns.expect(predictions_parser)
-    @ns.marshal_with(predictions_model, description="One result per photo, in upload order")
-    @ns.response(400, "No photo in 'images', too many photos, or a bad top_k", error_model)
+    @ns.response(200, "One result per photo, in upload order", predictions_model)
+    @ns.response(400, "No photo in 'images', too many photos, a bad top_k, or an unknown crop", error_model)
     @ns.response(413, "The photos together are over PLANTNET_MAX_REQUEST_BYTES", error_model)
     @ns.response(503, "The service is overloaded (see Retry-After), warming up or restarting", error_model)
     def post(self) -> dict:
         """Diagnose the leaves in several uploaded photos, each on its own."""
         settings = current_app.config["SETTINGS"]
-        request.max_content_length = settings.max_request_bytes
-        try:
-            args = parse(predictions_parser)
-        except RequestEntityTooLarge:
-            raise ApiError(
-                413,
-                f"The photos are over the {settings.max_request_bytes:,}-byte limit of one request "
-                "together; send fewer or smaller photos.",
-            ) from None
+        args = parse_within(predictions_parser, settings.max_request_bytes)
         photos: list[FileStorage] = args["images"]
         if len(photos) > settings.max_images_per_request:
             raise ApiError(
                 400, f"Send at most {settings.max_images_per_request} photos per request, not {len(photos)}."
             )
         service = diagnosis_service()
-        results = service.diagnose_many([photo.read() for photo in photos], top_k(args), args["strict"])
+        k, crop = top_k(args), crop_hint(args)
+        results = service.diagnose_many([photo.stream for photo in photos], k, args["strict"], crop)
+        results = remember(current_app, photos, results)
         pairs = enumerate(zip(photos, results, strict=True))
-        return {"results": [photo_result(i, p.filename, r) for i, (p, r) in pairs], "model": service.model_info}
+        body = {"results": [photo_result(i, p.filename, r) for i, (p, r) in pairs], "model": service.model_info}
+        return answer(body, predictions_model)
+
+
+@ns.route("/plant")
+class OnePlant(Resource):
+    @ns.expect(plant_parser)
+    @ns.response(200, "One diagnosis combined from the accepted photos, and each photo's own result", plant_model)
+    @ns.response(
+        400,
+        "No photo, more than PLANTNET_MAX_PHOTOS_PER_PLANT, a bad top_k, an unknown crop, or none readable",
+        error_model,
+    )
+    @ns.response(413, "The photos together are over PLANTNET_MAX_REQUEST_BYTES", error_model)
+    @ns.response(415, "None of the files is an image in a supported format", error_model)
+    @ns.response(422, "strict=true and no photo is a leaf of a crop the model knows", error_model)
+    @ns.response(503, "The service is overloaded (see Retry-After), warming up or restarting", error_model)
+    def post(self) -> dict:
+        """Diagnose one plant from several photos of it (1 to PLANTNET_MAX_PHOTOS_PER_PLANT)."""
+        settings: Settings = current_app.config["SETTINGS"]
+        limit = settings.max_photos_per_plant
+        args = parse_within(plant_parser, settings.max_request_bytes, photos_hint=messages.no_plant_photo(limit))
+        photos: list[FileStorage] = args["images"]
+        if len(photos) > limit:
+            raise ApiError(400, messages.too_many_plant_photos(len(photos), limit))
+        k, crop = top_k(args), crop_hint(args)
+        plant = diagnosis_service().diagnose_plant([photo.stream for photo in photos], k, args["strict"], crop)
+        if isinstance(plant.diagnosis, ImageFailure):
+            raise ApiError(plant.diagnosis.status, plant.diagnosis.message)
+        g.label = plant.diagnosis.label
+        plant = remember_plant(current_app, photos, plant)
+        results = [photo_result(i, p.filename, r) for i, (p, r) in enumerate(zip(photos, plant.photos, strict=True))]
+        accepted = sum(isinstance(r, Diagnosis) and r.in_domain.known is not False for r in plant.photos)
+        body = answer(vars(plant.diagnosis) | {"combined_from": accepted, "photos": results}, plant_model)
+        tail = {key: body.pop(key) for key in ("combined_from", "photos")}
+        return body | tail  # the diagnosis first, then how it was combined and each photo's own result
+
+
+@ns.route("/model")
+class TheModel(Resource):
+    @ns.marshal_with(description_model, description="The model this service runs and what was measured on it")
+    def get(self) -> dict:
+        """Describe the model: labels by crop, engine, in-domain verdict, measured numbers, request limits."""
+        return diagnosis_service().description()
 
 
 def photo_result(index: int, filename: str | None, result: Diagnosis | ImageFailure) -> dict:
@@ -212,7 +374,45 @@ def photo_result(index: int, filename: str | None, result: Diagnosis | ImageFail
     return {"index": index, "filename": filename, "status": 200, "diagnosis": result}
 
 
-def parse(parser: reqparse.RequestParser) -> dict:
+def answer(body: object, model: dict) -> dict:
+    """Marshal ``body`` with its documented model; a diagnosis made without a crop hint has no ``crop`` key."""
+    return without_unset_hint(marshal(body, model))
+
+
+UNSET_OMITTED = ("crop", "id")  # absent rather than null: answers read as before hints and feedback existed
+
+
+def without_unset_hint(body: object) -> object:
+    if isinstance(body, dict):
+        return {
+            key: without_unset_hint(value)
+            for key, value in body.items()
+            if not (key in UNSET_OMITTED and value is None)
+        }
+    if isinstance(body, list):
+        return [without_unset_hint(item) for item in body]
+    return body
+
+
+def crop_hint(args: dict) -> str | None:
+    """The model's spelling of the crop hint, or None; 400 naming the known crops when it knows no such crop."""
+    service = diagnosis_service()
+    try:
+        return service.resolve_crop(args.get("crop"))
+    except UnknownCrop:
+        raise ApiError(400, messages.unknown_crop(args["crop"], service.crops)) from None
+
+
+def parse_within(parser: reqparse.RequestParser, max_bytes: int, photos_hint: str = MANY_PHOTOS_HINT) -> dict:
+    """``parse`` for a many-photo request: its whole body is capped at ``max_bytes`` (413 past it)."""
+    request.max_content_length = max_bytes
+    try:
+        return parse(parser, photos_hint)
+    except RequestEntityTooLarge:
+        raise ApiError(413, messages.request_too_large(max_bytes)) from None
+
+
+def parse(parser: reqparse.RequestParser, photos_hint: str = MANY_PHOTOS_HINT) -> dict:
     """Parse the request, or say which argument is wrong and how to send it right."""
     try:
         return parser.parse_args()
@@ -221,7 +421,7 @@ def parse(parser: reqparse.RequestParser) -> dict:
         if "image" in errors:
             raise ApiError(400, ONE_PHOTO_HINT) from None
         if "images" in errors:
-            raise ApiError(400, MANY_PHOTOS_HINT) from None
+            raise ApiError(400, photos_hint) from None
         if "top_k" in errors:
             raise top_k_error() from None
         if "strict" in errors:

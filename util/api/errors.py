@@ -16,9 +16,9 @@ from flask import Flask, current_app, g, request
 from flask_restx import Model, fields
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from util import leaf
+from util import leaf, messages
 from util.batcher import BatcherClosed, Overloaded
-from util.service import BUSY, UploadTooLarge
+from util.service import UploadTooLarge
 
 log = logging.getLogger("plantnet")
 
@@ -38,14 +38,16 @@ class ApiError(Exception):
 def describe(exc: Exception) -> tuple[int, str, dict[str, str]]:
     """Status, message and headers for a failure the client caused or can retry; 500 for anything else."""
     if isinstance(exc, ApiError):
+        if exc.status == 503 and "Retry-After" not in exc.headers:  # every 503 says when to come back
+            return 503, exc.message, {**exc.headers, "Retry-After": str(current_app.config["SETTINGS"].retry_after_s)}
         return exc.status, exc.message, exc.headers
     if isinstance(exc, leaf.ImageError):
         return exc.status_code, str(exc), {}
     if isinstance(exc, Overloaded):
         seconds = current_app.config["SETTINGS"].retry_after_s
-        return 503, f"The service is overloaded; try again in {seconds} s.", {"Retry-After": str(seconds)}
+        return 503, messages.overloaded(seconds), {"Retry-After": str(seconds)}
     if isinstance(exc, FutureTimeout | BatcherClosed):
-        return 503, BUSY, {}
+        return 503, messages.BUSY, {"Retry-After": str(current_app.config["SETTINGS"].retry_after_s)}
     if isinstance(exc, RequestEntityTooLarge):
         return 413, str(UploadTooLarge(request.max_content_length or 0)), {}
     if isinstance(exc, HTTPException):

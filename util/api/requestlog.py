@@ -11,6 +11,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from util import metrics
+from util.budget import IDLE_TRIM
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -26,6 +27,7 @@ def init_app(app: Flask) -> None:
 
 def _start_request() -> None:
     metrics.INFLIGHT.inc()
+    IDLE_TRIM.started()
     g.inflight = True
     g.started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
@@ -39,7 +41,7 @@ def _finish_request(response: Response) -> Response:
     metrics.observe_request(route, request.method, response.status_code, seconds)
     line = {
         "request_id": g.get("request_id"),
-        "method": request.method,
+        "method": request.method[:16],  # any token is a method to waitress: keep log lines short
         "route": route,
         "status": response.status_code,
         "latency_ms": round(seconds * 1000, 1),
@@ -57,3 +59,4 @@ def _end_request(_exc: BaseException | None) -> None:
     """Runs whatever happened to the request, so the in-flight gauge never drifts."""
     if g.pop("inflight", False):
         metrics.INFLIGHT.dec()
+        IDLE_TRIM.finished(request.content_length or 0)

@@ -1,6 +1,9 @@
 // The page with JavaScript: choose, drop or paste photos, see previews, send them together to
-// POST /Diagnosis/predictions and draw one card per photo (the markup of templates/_results.html).
-// Without JavaScript the same form posts to /diagnose and the server draws the cards.
+// POST /Diagnosis/predictions (or, with "These photos show one plant", to POST /Diagnosis/plant),
+// then post the answer to /diagnose/cards and put the cards the server draws in place: one set of
+// macros (templates/_results.html) draws every card, with JavaScript or without. "Which plant is
+// this?" goes along as the crop hint. Every sentence this script says comes from the page
+// (data-words, util/messages.py PAGE_SCRIPT); it has no words of its own.
 (function () {
   "use strict";
 
@@ -13,6 +16,7 @@
   var data = form.dataset;
   var limits = {
     photos: Number(data.maxPhotos),
+    plantPhotos: Number(data.maxPlantPhotos),
     photoBytes: Number(data.maxPhotoBytes),
     requestBytes: Number(data.maxRequestBytes),
     topK: Number(data.topK),
@@ -25,12 +29,14 @@
   var status = document.getElementById("status");
   var section = document.getElementById("results-section");
   var results = document.getElementById("results");
+  var cropChoice = document.getElementById("crop");
+  var onePlant = document.getElementById("one-plant");
   var IMAGE_NAME = /\.(jpe?g|png|webp|bmp|tiff?|gif|heic|heif|avif)$/i;
 
   var chosen = []; // {file, number, problem, url, card}
   var finished = false; // the cards shown are answers: photos chosen next start a new list
   var sending = false;
-  var notes = null; // a promise of {label: note}, fetched once
+  var words = JSON.parse(data.words);
 
   clearButton.hidden = false;
 
@@ -41,45 +47,25 @@
     return (mb < 10 ? mb.toFixed(1) : mb.toFixed(0)) + " MB";
   }
 
-  function percent(value) {
-    return value < 0.005 ? "<1%" : Math.round(value * 100) + "%";
-  }
-
-  function capitalised(words) {
-    return words.charAt(0).toUpperCase() + words.slice(1);
-  }
-
-  function labelWords(label) {
-    var cut = label.indexOf("_");
-    var plant = cut < 0 ? label : label.slice(0, cut);
-    return plant + ": " + capitalised(cut < 0 ? "unknown" : label.slice(cut + 1));
-  }
-
-  function problemFor(statusCode, message) {
-    if (statusCode === 413) return { title: "This photo is too large.", detail: message };
-    if (statusCode === 415) return { title: "This file is not a photo the service can read.", detail: message };
-    if (statusCode === 503) return { title: "The service is busy.", detail: "Try again in a moment." };
-    if (statusCode === 400) return { title: "This file could not be read as a photo.", detail: message };
-    return { title: "Something went wrong with this photo.", detail: message || "Try again." };
+  // words[key] with each {name} filled in from values
+  function say(key, values) {
+    return words[key].replace(/\{(\w+)\}/g, function (whole, name) {
+      return values && name in values ? String(values[name]) : whole;
+    });
   }
 
   function check(file) {
     var looksLikeImage = file.type ? file.type.indexOf("image/") === 0 : IMAGE_NAME.test(file.name);
     if (!looksLikeImage) {
-      return {
-        title: "This file is not a photo.",
-        detail: "Choose a photo of a leaf (" + data.formats + ").",
-      };
+      return { title: say("notAPhoto"), detail: say("choosePhoto", { formats: data.formats }) };
     }
     if (file.size === 0) {
-      return { title: "This file is empty.", detail: "Choose the photo again, or take a new one." };
+      return { title: say("empty"), detail: say("chooseAgain") };
     }
     if (file.size > limits.photoBytes) {
       return {
-        title: "This photo is too large.",
-        detail:
-          "It is " + megabytes(file.size) + "; each photo may be up to " + megabytes(limits.photoBytes) +
-          ". Send a smaller copy (phones can share a smaller size).",
+        title: say("tooLarge"),
+        detail: say("tooLargeDetail", { size: megabytes(file.size), limit: megabytes(limits.photoBytes) }),
       };
     }
     return null;
@@ -99,20 +85,6 @@
     return node;
   }
 
-  function verdict(kind, icon, words) {
-    return el("p", { class: "verdict verdict-" + kind }, el("span", { class: "icon", "aria-hidden": "true", text: icon }), " " + words);
-  }
-
-  function barRow(tag, id, label, value) {
-    return el(
-      tag,
-      { class: "bar-row" },
-      el("label", { for: id, text: label }),
-      el("meter", { id: id, min: "0", max: "1", value: value.toFixed(4), text: percent(value) }),
-      el("span", { class: "bar-value", text: percent(value) })
-    );
-  }
-
   function cardFrame(item, kind) {
     item.card.className = "card card-" + kind;
     var keep = [item.card.querySelector(".card-title"), item.card.querySelector(".preview")];
@@ -125,7 +97,7 @@
     if (item.url) {
       card.append(el("img", { class: "preview", src: item.url, alt: "Photo " + item.number + ": " + item.file.name }));
     }
-    card.append(el("p", { class: "pending", text: "Ready to send." }));
+    card.append(el("p", { class: "pending", text: say("readyToSend") }));
     return card;
   }
 
@@ -135,68 +107,66 @@
 
   function showProblem(item, problem) {
     cardFrame(item, "problem").append(
-      verdict("problem", "!", problem.title),
+      el("p", { class: "verdict verdict-problem" }, el("span", { class: "icon", "aria-hidden": "true", text: "!" }), " " + problem.title),
       el("p", { class: "detail", text: problem.detail })
     );
   }
 
-  function showUnknown(item, diagnosis) {
-    cardFrame(item, "unknown").append(
-      verdict("unknown", "?", "No diagnosis: not a leaf the model knows"),
-      el("p", { class: "message", text: diagnosis.message || data.notALeaf })
-    );
-  }
+  // --- "Was this right?" (only when the service keeps diagnoses: the cards then carry its forms) ---
 
-  function showDiagnosis(item, diagnosis, note) {
-    var card = cardFrame(item, diagnosis.healthy ? "healthy" : "disease");
-    card.append(el("p", { class: "plant", text: diagnosis.species }));
-    card.append(diagnosis.healthy ? verdict("healthy", "\u2713", "Healthy") : verdict("disease", "!", capitalised(diagnosis.condition)));
-    card.append(barRow("div", "confidence-" + item.number, "How sure", diagnosis.confidence));
-    if (diagnosis.confidence < 0.5) {
-      card.append(el("p", { class: "unsure", text: "The model is not sure: compare the other possibilities and the signs below." }));
-    }
-    var others = (diagnosis.top_k || []).slice(1);
-    if (others.length) {
-      var list = el("ul", { class: "runners" });
-      others.forEach(function (guess, i) {
-        list.append(barRow("li", "runner-" + item.number + "-" + (i + 1), labelWords(guess.label), guess.confidence));
-      });
-      card.append(el("h4", { text: "Other possibilities" }), list);
-    }
-    if (note) card.append(noteSection(note));
-  }
-
-  function listOf(texts) {
-    var list = el("ul");
-    texts.forEach(function (text) {
-      list.append(el("li", { text: text }));
+  function askLater(root) {
+    root.querySelectorAll(".feedback-which").forEach(function (which) {
+      which.hidden = true; // asked after "No"
     });
-    return list;
   }
 
-  function noteSection(note) {
-    return el(
-      "section",
-      { class: "note" },
-      el("h4", { text: "About " + labelWords(note.label) }),
-      el("p", { text: note.summary }),
-      el(
-        "details",
-        {},
-        el("summary", { text: "Signs to look for and what growers usually do" }),
-        el("h5", { text: "Signs to look for" }),
-        listOf(note.signs),
-        el("h5", { text: "What growers usually do" }),
-        listOf(note.management)
-      ),
-      el(
-        "p",
-        { class: "source" },
-        "Source: ",
-        el("a", { href: note.source.url, rel: "noopener noreferrer", text: note.source.name + ": " + note.source.title })
-      ),
-      el("p", { class: "note-disclaimer", text: "Information, not advice." })
-    );
+  function said(block, text) {
+    block.querySelector(".feedback-said").textContent = text;
+  }
+
+  function sendFeedback(event) {
+    var formNode = event.target;
+    var block = formNode.closest(".feedback");
+    if (!block) return;
+    event.preventDefault();
+    var id = formNode.querySelector("input[name=id]").value;
+    if (formNode.classList.contains("forget-form")) {
+      fetch(data.keptApi + encodeURIComponent(id), { method: "DELETE", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (response.status !== 204) throw new Error();
+          block.replaceChildren(el("p", { class: "feedback-said", text: say("deleted") }));
+        })
+        .catch(function () {
+          said(block, say("notDeleted"));
+        });
+      return;
+    }
+    var correct = event.submitter ? event.submitter.value === "true" : true;
+    var which = formNode.querySelector(".feedback-which");
+    if (!correct && which.hidden) {
+      which.hidden = false; // "No": now ask which condition it is, and send with the next "No"
+      event.submitter.textContent = say("send");
+      formNode.querySelector("select").focus();
+      return;
+    }
+    var body = { id: id, correct: correct };
+    if (!correct) body.label = formNode.querySelector("select").value;
+    fetch(data.feedbackApi, {
+      method: "POST",
+      body: JSON.stringify(body),
+      headers: { Accept: "application/json", "Content-Type": "application/json" },
+    })
+      .then(function (response) {
+        return response.json().then(function (json) {
+          if (!response.ok) throw new Error(json.message || say("notSaved"));
+        });
+      })
+      .then(function () {
+        formNode.replaceChildren(el("p", { class: "feedback-thanks", text: say("thanks") }));
+      })
+      .catch(function (error) {
+        said(block, error.message || say("notSaved"));
+      });
   }
 
   // --- state -----------------------------------------------------------------------------------
@@ -211,6 +181,13 @@
     formError.hidden = true;
   }
 
+  function removePlantPhotos() {
+    ["plant-photos", "plant-photos-title"].forEach(function (id) {
+      var node = document.getElementById(id);
+      if (node) node.remove();
+    });
+  }
+
   function reset() {
     chosen.forEach(function (item) {
       if (item.url) URL.revokeObjectURL(item.url);
@@ -218,6 +195,7 @@
     chosen = [];
     finished = false;
     results.replaceChildren();
+    removePlantPhotos();
     section.hidden = true;
     status.textContent = "";
     clearError();
@@ -241,40 +219,21 @@
       chosen.push(item);
     });
     if (left) {
-      showError("Too many photos at once.", "Send at most " + limits.photos + " photos at a time; " + left + " were left out.");
+      showError(say("tooMany"), say("tooManyDetail", { limit: limits.photos, left: left }));
     }
     section.hidden = false;
     var ready = sendable().length;
-    status.textContent = ready
-      ? ready + (ready === 1 ? " photo" : " photos") + " ready: press Diagnose."
-      : "No photo to send yet.";
+    status.textContent = ready ? say("ready", { count: photoCount(ready) }) : say("noneReady");
+  }
+
+  function photoCount(count) {
+    return count + (count === 1 ? " photo" : " photos");
   }
 
   function sendable() {
     return chosen.filter(function (item) {
       return !item.problem && !item.done;
     });
-  }
-
-  function conditionNotes() {
-    if (!notes) {
-      notes = fetch(data.conditions, { headers: { Accept: "application/json" } })
-        .then(function (response) {
-          return response.ok ? response.json() : { conditions: [] };
-        })
-        .then(function (body) {
-          var byLabel = {};
-          (body.conditions || []).forEach(function (note) {
-            byLabel[note.label] = note;
-          });
-          return byLabel;
-        })
-        .catch(function () {
-          notes = null;
-          return {};
-        });
-    }
-    return notes;
   }
 
   function setSending(value) {
@@ -284,30 +243,49 @@
     results.setAttribute("aria-busy", value ? "true" : "false");
   }
 
-  function summary(item, result) {
-    if (result.status !== 200) return "photo " + item.number + ": " + problemFor(result.status, result.message).title;
-    var d = result.diagnosis;
-    var v = d.in_domain || {};
-    if (v.available && v.known === false) return "photo " + item.number + ": not a leaf the model knows";
-    return "photo " + item.number + ": " + d.species + ", " + (d.healthy ? "healthy" : d.condition) + ", " + percent(d.confidence) + " sure";
-  }
-
-  function finish(items, answers, noteTable) {
-    var words = [];
-    items.forEach(function (item, i) {
-      var result = answers[i] || { status: 500, message: "No answer for this photo." };
-      item.done = true;
-      if (result.status !== 200) {
-        showProblem(item, problemFor(result.status, result.message));
-      } else {
-        var v = result.diagnosis.in_domain || {};
-        if (v.available && v.known === false) showUnknown(item, result.diagnosis);
-        else showDiagnosis(item, result.diagnosis, noteTable[result.diagnosis.label]);
-      }
-      words.push(summary(item, result));
-    });
-    finished = true;
-    status.textContent = items.length + (items.length === 1 ? " photo" : " photos") + " checked: " + words.join("; ") + ".";
+  // Put the server's cards in place of the pending ones (each keeps its preview); one plant: its card first,
+  // then each photo's, then the list of what became of each photo.
+  function drawCards(items, answer, mode) {
+    var request = {
+      mode: mode,
+      numbers: items.map(function (item) {
+        return item.number;
+      }),
+      filenames: items.map(function (item) {
+        return item.file.name;
+      }),
+      answer: answer,
+    };
+    return fetch(data.cards, {
+      method: "POST",
+      body: JSON.stringify(request),
+      headers: { Accept: "text/html", "Content-Type": "application/json" },
+    })
+      .then(function (response) {
+        if (!response.ok) throw new Error("cards: " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        var drawn = document.createElement("template");
+        drawn.innerHTML = html;
+        var list = drawn.content.querySelector(".cards");
+        var cards = Array.prototype.slice.call(list.children);
+        askLater(list);
+        if (mode === "plant") results.prepend(cards.shift());
+        items.forEach(function (item, i) {
+          var card = cards[i];
+          var preview = item.card.querySelector(".preview");
+          if (preview) card.querySelector(".card-title").after(preview);
+          item.card.replaceWith(card);
+          item.card = card;
+          item.done = true;
+        });
+        var photos = drawn.content.querySelector("#plant-photos");
+        removePlantPhotos();
+        if (photos) results.after(el("h3", { id: "plant-photos-title", text: say("eachPhoto") }), photos);
+        finished = true;
+        status.textContent = list.dataset.status;
+      });
   }
 
   function failAll(items, problem) {
@@ -324,65 +302,58 @@
     clearError();
     var items = sendable();
     if (!chosen.length || finished) {
-      showError(finished ? "No new photo was chosen." : "No photo was chosen.", "Choose one or more leaf photos first.");
+      showError(finished ? say("noNewPhoto") : say("noPhoto"), say("choosePhotos"));
       return;
     }
     if (!items.length) {
-      showError("Nothing to send.", "None of the chosen files is a photo the service can take; choose others.");
+      showError(say("nothingToSend"), say("nothingToSendDetail"));
+      return;
+    }
+    var asPlant = onePlant && onePlant.checked;
+    if (asPlant && items.length > limits.plantPhotos) {
+      showError(say("tooManyPlant"), say("tooManyPlantDetail", { count: items.length, limit: limits.plantPhotos }));
       return;
     }
     var total = items.reduce(function (sum, item) {
       return sum + item.file.size;
     }, 0);
     if (total > limits.requestBytes) {
-      showError(
-        "The photos are too large together.",
-        "They add up to " + megabytes(total) + "; send at most " + megabytes(limits.requestBytes) + " at a time."
-      );
+      showError(say("tooLargeTogether"), say("tooLargeTogetherDetail", { size: megabytes(total), limit: megabytes(limits.requestBytes) }));
       return;
     }
     var body = new FormData();
     items.forEach(function (item) {
       body.append("images", item.file, item.file.name);
-      showPending(item, "Diagnosing\u2026");
+      showPending(item, say("diagnosing"));
     });
     body.append("top_k", String(limits.topK));
+    if (cropChoice && cropChoice.value) body.append("crop", cropChoice.value);
     setSending(true);
-    status.textContent = "Diagnosing " + items.length + (items.length === 1 ? " photo\u2026" : " photos\u2026");
-    var answer = fetch(data.api, { method: "POST", body: body, headers: { Accept: "application/json" } });
-    Promise.all([answer, conditionNotes()])
-      .then(function (both) {
-        var response = both[0];
+    status.textContent = say("diagnosingCount", { count: photoCount(items.length) });
+    fetch(asPlant ? data.plantApi : data.api, { method: "POST", body: body, headers: { Accept: "application/json" } })
+      .then(function (response) {
         return response
           .json()
           .catch(function () {
             return {};
           })
           .then(function (json) {
-            if (response.ok) {
-              finish(items, json.results || [], both[1]);
-            } else if (response.status === 503) {
-              failAll(items, { title: "The service is busy.", detail: "Try again in a moment." });
+            if (response.ok) return drawCards(items, json, asPlant ? "plant" : "photos");
+            if (response.status === 503) {
+              failAll(items, { title: say("busy"), detail: say("busyDetail") });
             } else if (response.status === 413) {
-              failAll(items, {
-                title: "The photos are too large together.",
-                detail: json.message || "Send fewer or smaller photos.",
-              });
+              failAll(items, { title: say("tooLargeTogether"), detail: json.message || say("sendFewer") });
+            } else if (response.status === 422 || response.status === 415) {
+              failAll(items, { title: say("noPlantDiagnosis"), detail: json.message || say("chooseOther") });
             } else if (response.status === 400) {
-              failAll(items, { title: "The photos could not be sent.", detail: json.message || "Choose them again." });
+              failAll(items, { title: say("notSent"), detail: json.message || say("chooseThemAgain") });
             } else {
-              failAll(items, {
-                title: "Something went wrong (status " + response.status + ").",
-                detail: "Try again; if it keeps happening, tell whoever runs this service.",
-              });
+              failAll(items, { title: say("wentWrong", { status: response.status }), detail: say("wentWrongDetail") });
             }
           });
       })
       .catch(function () {
-        failAll(items, {
-          title: "Could not reach the service.",
-          detail: "Check the connection and try again.",
-        });
+        failAll(items, { title: say("unreachable"), detail: say("unreachableDetail") });
       })
       .then(function () {
         setSending(false);
@@ -427,4 +398,5 @@
     pickers[0].focus();
   });
   form.addEventListener("submit", send);
+  results.addEventListener("submit", sendFeedback);
 })();

@@ -1,0 +1,251 @@
+"""Fit and measure the in-domain verdict (util/domain.py): statistics, threshold, AUROC, FPR at 95% TPR.
+
+Also makes the synthetic out-of-domain images every model is checked on: noise, solid colours and
+leaf photos cut into shuffled patches (leaf colour and texture, no leaf shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from util.domain import DomainStatistics, top_probability
+
+TARGET_ACCEPTANCE = 0.975  # share of known (validation) leaves the threshold keeps
+SHRINKAGE = 0.1  # covariance shrinkage towards its mean variance: 2048 dims from ~7k images
+# Weights of the distance term tried at calibration, in order of preference among equals: the
+# distance term carries the verdict on some models and only adds noise on others.
+DISTANCE_WEIGHTS = (1.0, 0.5, 0.25, 0.0)
+SELECTION_SYNTHETIC = 40  # synthetic unknown photos of each kind in the selection set
+VERDICT_SAMPLE = 2000  # training images a candidate's trial verdict is fitted on (the shipped one's: all)
+# A candidate whose trial verdict rejects this much less of the selection set than the strongest
+# candidate's does not ship, whatever its accuracy: a fine-tune's last epoch can lose the verdict.
+VERDICT_TOLERANCE = 0.05
+
+
+def fit_statistics(
+    train_logits: np.ndarray,
+    train_features: np.ndarray,
+    train_targets: np.ndarray,
+    reference_logits: np.ndarray,
+    reference_features: np.ndarray,
+) -> DomainStatistics:
+    """Fit class means and a shared covariance on training images; rank against the reference (validation) images."""
+    features = train_features.astype(np.float64)
+    classes = np.unique(train_targets)
+    means = np.stack([features[train_targets == c].mean(axis=0) for c in classes])
+    centred = features - means[np.searchsorted(classes, train_targets)]
+    covariance = centred.T @ centred / len(centred)
+    covariance = (1 - SHRINKAGE) * covariance + SHRINKAGE * np.trace(covariance) / len(covariance) * np.eye(
+        len(covariance)
+    )
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    whitening = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))[None, :]
+    provisional = DomainStatistics(whitening, means @ whitening, 0.0, 1.0, 0.0, 1.0, np.zeros(1))
+    distance, energy = provisional.signals(train_logits, train_features)
+    standardised = DomainStatistics(
+        whitening,
+        means @ whitening,
+        float(distance.mean()),
+        float(distance.std() or 1.0),
+        float(energy.mean()),
+        float(energy.std() or 1.0),
+        np.zeros(1),
+    )
+    return with_distance_weight(standardised, 1.0, reference_logits, reference_features)
+
+
+def with_distance_weight(
+    stats: DomainStatistics, weight: float, reference_logits: np.ndarray, reference_features: np.ndarray
+) -> DomainStatistics:
+    """The same statistics with another distance weight, ranked again against the reference images."""
+    weighted = replace(stats, distance_weight=float(weight))
+    return replace(weighted, reference=np.sort(weighted.raw_scores(reference_logits, reference_features)))
+
+
+@dataclass(frozen=True)
+class WeightTrial:
+    weight: float
+    rejected: float  # share of the selection's unknown photos rejected while keeping TARGET_ACCEPTANCE of known
+    auroc: float
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def choose_distance_weight(
+    stats: DomainStatistics, known: dict[str, np.ndarray], unknown: dict[str, np.ndarray]
+) -> tuple[DomainStatistics, list[WeightTrial]]:
+    """Try every weight in DISTANCE_WEIGHTS; keep the one that rejects the most ``unknown`` photos at the
+    threshold keeping TARGET_ACCEPTANCE of ``known`` (then the higher AUROC, then the earlier weight).
+
+    ``known``/``unknown`` are engine outputs (logits, features): the reference (validation) leaves, and
+    photos that never judge the verdict in a report (see ``selection_unknowns``)."""
+    trials, weighted = [], []
+    for weight in DISTANCE_WEIGHTS:
+        candidate = with_distance_weight(stats, weight, known["logits"], known["features"])
+        known_raw = candidate.raw_scores(known["logits"], known["features"])
+        unknown_raw = candidate.raw_scores(unknown["logits"], unknown["features"])
+        rejected = 1.0 - fpr_at_tpr(known_raw, unknown_raw, TARGET_ACCEPTANCE)
+        trials.append(WeightTrial(weight, rejected, auroc(known_raw, unknown_raw)))
+        weighted.append(candidate)
+    best = max(range(len(trials)), key=lambda i: (trials[i].rejected, trials[i].auroc, -i))
+    return weighted[best], trials
+
+
+def selection_unknowns(trained_outliers: np.ndarray, training_leaves: np.ndarray, seed: int) -> np.ndarray:
+    """Unknown photos for choosing (never for reporting): the non-leaf photos training saw and synthetic
+    ones cut from training leaves; the held-out non-leaf photos stay for the reports."""
+    synthetic = synthetic_outliers(training_leaves, SELECTION_SYNTHETIC, seed + 1)
+    return np.concatenate([trained_outliers, *synthetic.values()])
+
+
+def threshold_for(reference_scores: np.ndarray, acceptance: float = TARGET_ACCEPTANCE) -> float:
+    """The score threshold that accepts ``acceptance`` of the reference (known) images."""
+    return float(np.quantile(reference_scores, 1.0 - acceptance))
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Probability that a known image scores above an unknown one (ties count half)."""
+    scores = np.concatenate([known, unknown])
+    ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable").astype(np.float64) + 1
+    for value in np.unique(scores):  # average ranks of ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(known)].sum() - len(known) * (len(known) + 1) / 2) / (len(known) * len(unknown)))
+
+
+def fpr_at_tpr(known: np.ndarray, unknown: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of unknown images accepted at the threshold that accepts ``tpr`` of the known ones."""
+    return float(np.mean(unknown >= np.quantile(known, 1.0 - tpr)))
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    name: str
+    images: int
+    rejected: int
+    auroc: float | None
+    fpr_at_95_tpr: float | None
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def report_group(name: str, known: np.ndarray, scores: np.ndarray, threshold: float, is_known: bool) -> GroupReport:
+    """Accept/reject counts at ``threshold``; AUROC and FPR against ``known`` for unknown groups."""
+    rejected = int(np.sum(scores < threshold))
+    if is_known or not len(scores):
+        return GroupReport(name, len(scores), rejected, None, None)
+    return GroupReport(name, len(scores), rejected, auroc(known, scores), fpr_at_tpr(known, scores))
+
+
+def synthetic_outliers(leaves: np.ndarray, count: int, seed: int) -> dict[str, np.ndarray]:
+    """Noise, solid colours and shuffled leaf patches, uint8 N x S x S x 3 each."""
+    rng = np.random.default_rng(seed)
+    size = leaves.shape[1]
+    noise = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    solid = np.broadcast_to(rng.integers(0, 256, (count, 1, 1, 3), dtype=np.uint8), (count, size, size, 3)).copy()
+    patch = size // 8
+    shuffled = np.empty((count, size, size, 3), np.uint8)
+    for i in range(count):
+        tiles = leaves[rng.integers(len(leaves))][: patch * 8, : patch * 8].reshape(8, patch, 8, patch, 3)
+        tiles = tiles.transpose(0, 2, 1, 3, 4).reshape(64, patch, patch, 3)[rng.permutation(64)]
+        grid = tiles.reshape(8, 8, patch, patch, 3).transpose(0, 2, 1, 3, 4).reshape(8 * patch, 8 * patch, 3)
+        shuffled[i] = np.pad(grid, ((0, size - 8 * patch), (0, size - 8 * patch), (0, 0)), mode="edge")
+    return {"noise": noise, "solid colour": solid, "shuffled leaf patches": shuffled}
+
+
+# ## The operating point for field photos: accept as many of them right as the harm limit allows.
+
+FIELD_HARM_LIMIT = 0.12  # accepted-and-wrong share of the field calibration photos (the target is 15%: margin)
+SELECTION_REJECTION = 0.97  # share of the selection set's unknown photos the point must still reject
+LAB_ACCEPTANCE_FLOOR = 0.97  # share of lab validation leaves it must accept (relaxed only if nothing else is safe)
+FIELD_RIGHT_TIE = 0.01  # weights this close in field photos right tie; the one rejecting more unknowns wins
+# From just above 0: a score of 0 (stranger than every held-out known leaf) is always rejected.
+THRESHOLD_GRID = np.linspace(0.002, 0.6, 300)
+PROBABILITY_FLOORS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)  # the model's top probability must reach it too
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    weight: float
+    threshold: float
+    floor: float
+    field_right: float
+    field_harm: float
+    field_accepted: float
+    lab_accepted: float
+    selection_rejected: float
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _point(weight, threshold, floor, lab, field, field_correct, selection) -> OperatingPoint:
+    """``lab``/``field``/``selection``: (scores, top probabilities) pairs."""
+
+    def accepted(pair):
+        return (pair[0] >= threshold) & (pair[1] >= floor)
+
+    on_field = accepted(field)
+    return OperatingPoint(
+        weight,
+        float(threshold),
+        float(floor),
+        float(np.mean(on_field & field_correct)),
+        float(np.mean(on_field & ~field_correct)),
+        float(np.mean(on_field)),
+        float(np.mean(accepted(lab))),
+        float(np.mean(~accepted(selection))),
+    )
+
+
+def best_threshold(weight: float, lab, field, field_correct, selection) -> OperatingPoint:
+    """The (threshold, probability floor) that gets the most field photos right within the harm limit while
+    rejecting SELECTION_REJECTION of the unknowns and accepting LAB_ACCEPTANCE_FLOOR of lab leaves (the last
+    given up only when no point keeps all three). ``lab``/``field``/``selection``: (scores, top probabilities)."""
+    points = [
+        _point(weight, t, p, lab, field, field_correct, selection) for p in PROBABILITY_FLOORS for t in THRESHOLD_GRID
+    ]
+    safe = [p for p in points if p.field_harm <= FIELD_HARM_LIMIT and p.selection_rejected >= SELECTION_REJECTION]
+    if not safe:  # nothing is safe: the strictest point on the grid
+        return points[-1]
+    serving_lab = [p for p in safe if p.lab_accepted >= LAB_ACCEPTANCE_FLOOR]
+    if serving_lab:
+        return max(serving_lab, key=lambda p: (p.field_right, p.lab_accepted, -p.field_harm))
+    return max(safe, key=lambda p: (p.lab_accepted >= LAB_ACCEPTANCE_FLOOR - 0.02, p.field_right, p.lab_accepted))
+
+
+def choose_operating_point(
+    stats: DomainStatistics,
+    reference: dict[str, np.ndarray],
+    lab: dict[str, np.ndarray],
+    field: dict[str, np.ndarray],
+    field_targets: np.ndarray,
+    selection: dict[str, np.ndarray],
+) -> tuple[DomainStatistics, OperatingPoint, list[OperatingPoint]]:
+    """For each distance weight, the best (threshold, floor) on the field calibration photos; keep the weight
+    whose point gets the most field photos right (ties: the one rejecting more of the selection set).
+
+    Scores are ranked among ``reference`` (held-out known leaves: lab validation and field calibration
+    photos), so the score scale has resolution where field photos lie."""
+    field_correct = field["logits"].argmax(axis=1) == field_targets
+    trials, weighted = [], []
+    for weight in DISTANCE_WEIGHTS:
+        candidate = with_distance_weight(stats, weight, reference["logits"], reference["features"])
+        pairs = [
+            (candidate.scores(out["logits"], out["features"]), top_probability(out["logits"]))
+            for out in (lab, field, selection)
+        ]
+        trials.append(best_threshold(weight, pairs[0], pairs[1], field_correct, pairs[2]))
+        weighted.append(candidate)
+    # A weight whose point serves lab leaves (within 2 points of the floor) beats one that does not.
+    serving = [i for i, t in enumerate(trials) if t.lab_accepted >= LAB_ACCEPTANCE_FLOOR - 0.02]
+    eligible = serving or list(range(len(trials)))
+    most_right = max(trials[i].field_right for i in eligible)
+    tied = [i for i in eligible if trials[i].field_right >= most_right - FIELD_RIGHT_TIE]
+    best = max(tied, key=lambda i: (trials[i].lab_accepted, trials[i].selection_rejected, trials[i].field_right))
+    return weighted[best], trials[best], trials
