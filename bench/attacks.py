@@ -19,10 +19,8 @@ import http.client
 import io
 import json
 import resource
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from tests.slowclients import ATTACKER, memory_mb, upload
+from tests.slowclients import ATTACKER, SlowClients, memory_mb, upload
 from tests.support import PREDICTIONS, SHIPPED_MODEL, Server, free_port, model_env, multipart_body, sample_bytes
 
 MB = 1024 * 1024
@@ -138,69 +136,16 @@ def probe_methods(server: Server, count: int = 300) -> dict:
     }
 
 
-class Trickle:
-    """``count`` connections from ``source`` that send a request one byte per ``interval`` seconds."""
-
-    def __init__(self, port: int, count: int, source: str = ATTACKER, interval: float = 5.0):
-        self.port, self.count, self.source, self.interval = port, min(count, 1500), source, interval
-        self.sockets: list[socket.socket] = []
-        self.refused = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Trickle:
-        for _ in range(self.count):
-            try:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=(self.source, 0))
-                sock.sendall(b"P")
-                sock.setblocking(False)
-                self.sockets.append(sock)
-            except OSError:
-                self.refused += 1
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for sock in self.sockets:
-                if sock.fileno() != -1:
-                    try:
-                        sock.send(b"O")
-                    except OSError:
-                        sock.close()
-
-    @property
-    def open(self) -> int:
-        alive = 0
-        for sock in self.sockets:
-            if sock.fileno() == -1:
-                continue
-            try:
-                if sock.recv(1, socket.MSG_PEEK) == b"":
-                    continue
-            except BlockingIOError:
-                pass
-            except OSError:
-                continue
-            alive += 1
-        return alive
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        for sock in self.sockets:
-            sock.close()
-
-
 def probe_flood(server: Server, admin_port: int, connections: int = 1500, seconds: float = 40) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, connections + 512)), hard))
     leaf = sample_bytes("tomato_healthy.jpg")
     warm_up(server)
     rows = []
-    with Trickle(server.port, connections) as flood:
+    # A request line trickled one byte every 5 s: the classic slowloris, from another loopback address.
+    with SlowClients(server.url, connections, mode="headers", interval=5.0) as flood:
         time.sleep(2)
-        opened_after_2s = flood.open
+        opened_after_2s = flood.alive
         began = time.monotonic()
         while time.monotonic() - began < seconds:
             answer = upload(server.url, leaf, timeout=10)
@@ -208,7 +153,7 @@ def probe_flood(server: Server, admin_port: int, connections: int = 1500, second
             admin = request(admin_port, "GET", "/health/live", timeout=10)
             rows.append((answer.status, answer.seconds, live[0], live[1], admin[0], admin[1]))
             time.sleep(max(0.0, 2.0 - answer.seconds - live[1] - admin[1]))
-        held_at_end = flood.open
+        held_at_end = flood.alive
     upload_ok = sum(r[0] == 200 and r[1] < 1 for r in rows)
     live_ok = sum(r[2] == 200 and r[3] < 1 for r in rows)
     admin_ok = sum(r[4] == 200 and r[5] < 1 for r in rows)

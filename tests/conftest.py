@@ -25,6 +25,13 @@ def openvino_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("openvino-cache")
 
 
+@pytest.fixture
+def bulk_env(monkeypatch, openvino_cache) -> None:
+    """Commands that read PLANTNET_* like the server (util.bulk) reuse the session's converted tiny model."""
+    monkeypatch.setenv("PLANTNET_CACHE_DIR", str(openvino_cache))
+    monkeypatch.delenv("PLANTNET_MODEL_DIR", raising=False)
+
+
 @pytest.fixture(scope="session")
 def app(tiny_model_dir, openvino_cache):
     with serving(tiny_model_dir, openvino_cache, **TEST_LIMITS) as app:

@@ -53,6 +53,7 @@ class SlowClients:
         self.count, self.mode, self.interval, self.source = count, mode, interval, source
         self.sockets: list[socket.socket] = []
         self.bytes_sent = 0
+        self.refused = 0  # connections the server (or its full backlog) did not take
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, name="slow-clients", daemon=True)
 
@@ -76,8 +77,12 @@ class SlowClients:
 
     def __enter__(self) -> SlowClients:
         for _ in range(self.count):
-            sock = socket.create_connection(self.address, timeout=5, source_address=(self.source, 0))
-            sock.sendall(self._opening())
+            try:
+                sock = socket.create_connection(self.address, timeout=5, source_address=(self.source, 0))
+                sock.sendall(self._opening())
+            except OSError:
+                self.refused += 1
+                continue
             sock.setblocking(False)
             self.sockets.append(sock)
         self._thread.start()

@@ -26,13 +26,6 @@ from util import bulk
 
 
 @pytest.fixture
-def model_env(monkeypatch, openvino_cache) -> None:
-    """The bulk command reads PLANTNET_* like the server: reuse the session's converted tiny model."""
-    monkeypatch.setenv("PLANTNET_CACHE_DIR", str(openvino_cache))
-    monkeypatch.delenv("PLANTNET_MODEL_DIR", raising=False)
-
-
-@pytest.fixture
 def photos(tmp_path) -> Path:
     """Four leaf photos (one in a subfolder), a file that is not an image, and files bulk must not list."""
     folder = tmp_path / "photos"
@@ -55,7 +48,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_a_folder_gives_one_line_per_photo_with_the_apis_json(photos, tmp_path, tiny_model_dir, model_env, diagnose):
+def test_a_folder_gives_one_line_per_photo_with_the_apis_json(photos, tmp_path, tiny_model_dir, bulk_env, diagnose):
     out = tmp_path / "results.jsonl"
     assert run(str(photos), "--out", str(out), "--model", str(tiny_model_dir), "--top-k", "2", "--workers", "2") == 1
     found = lines(out)
@@ -73,7 +66,7 @@ def test_a_folder_gives_one_line_per_photo_with_the_apis_json(photos, tmp_path, 
         assert item["diagnosis"]["label"] in TINY_LABELS and len(item["diagnosis"]["top_k"]) == 2
 
 
-def test_a_crop_hint_gives_the_apis_json_for_that_hint(photos, tmp_path, tiny_model_dir, model_env, diagnose):
+def test_a_crop_hint_gives_the_apis_json_for_that_hint(photos, tmp_path, tiny_model_dir, bulk_env, diagnose):
     out = tmp_path / "results.jsonl"
     assert run(str(photos / "sub"), "--out", str(out), "--model", str(tiny_model_dir), "--crop", " tomato ") == 0
     (item,) = lines(out)
@@ -88,7 +81,7 @@ def test_an_unknown_crop_is_a_usage_error_naming_the_known_ones(photos, tmp_path
     assert "'Banana'" in capsys.readouterr().err and not out.exists()
 
 
-def test_resume_skips_answered_photos_and_retries_the_rest(photos, tmp_path, tiny_model_dir, model_env):
+def test_resume_skips_answered_photos_and_retries_the_rest(photos, tmp_path, tiny_model_dir, bulk_env):
     out = tmp_path / "results.jsonl"
     first, second, third = sorted(str(p) for p in photos.glob("*.jpg") if p.name != "broken.jpg")[:3]
     earlier = [
@@ -109,7 +102,7 @@ def test_resume_skips_answered_photos_and_retries_the_rest(photos, tmp_path, tin
     assert len(lines(out)) == len(found)  # nothing left to do
 
 
-def test_a_missing_source_is_an_unreadable_line_not_a_crash(tmp_path, tiny_model_dir, model_env, capsys):
+def test_a_missing_source_is_an_unreadable_line_not_a_crash(tmp_path, tiny_model_dir, bulk_env, capsys):
     out = tmp_path / "results.jsonl"
     assert run(str(tmp_path / "no-such-folder"), "--out", str(out), "--model", str(tiny_model_dir)) == 1
     (item,) = lines(out)
@@ -117,7 +110,7 @@ def test_a_missing_source_is_an_unreadable_line_not_a_crash(tmp_path, tiny_model
     assert "failed: 1 x None" in capsys.readouterr().err
 
 
-def test_the_progress_bar_and_summary_do_not_get_in_the_way(photos, tmp_path, tiny_model_dir, model_env, capsys):
+def test_the_progress_bar_and_summary_do_not_get_in_the_way(photos, tmp_path, tiny_model_dir, bulk_env, capsys):
     out = tmp_path / "results.jsonl"
     assert bulk.main([str(photos / "sub"), "--out", str(out), "--model", str(tiny_model_dir), "--progress"]) == 0
     assert len(lines(out)) == 1
@@ -153,7 +146,7 @@ def aws(monkeypatch, tmp_path, s3_endpoint) -> str:
     return s3_endpoint
 
 
-def test_an_s3_prefix_is_classified_like_a_folder(aws, tmp_path, tiny_model_dir, model_env):
+def test_an_s3_prefix_is_classified_like_a_folder(aws, tmp_path, tiny_model_dir, bulk_env):
     out = tmp_path / "results.jsonl"
     assert run(f"s3://{BULK_BUCKET}/field-7", "--out", str(out), "--model", str(tiny_model_dir)) == 1
     found = {item["source"]: item for item in lines(out)}

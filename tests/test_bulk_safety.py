@@ -13,12 +13,6 @@ from util import bulk, leaf
 
 
 @pytest.fixture
-def model_env(monkeypatch, openvino_cache) -> None:
-    monkeypatch.setenv("PLANTNET_CACHE_DIR", str(openvino_cache))
-    monkeypatch.delenv("PLANTNET_MODEL_DIR", raising=False)
-
-
-@pytest.fixture
 def photos(tmp_path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -36,7 +30,7 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_a_photo_that_fails_unexpectedly_is_recorded_and_the_run_goes_on(
-    photos, tmp_path, tiny_model_dir, model_env, monkeypatch
+    photos, tmp_path, tiny_model_dir, bulk_env, monkeypatch
 ):
     poisoned = sorted(photos.glob("*.jpg"))[1]
     poison = poisoned.read_bytes()
@@ -61,7 +55,7 @@ def test_a_photo_that_fails_unexpectedly_is_recorded_and_the_run_goes_on(
     assert [item["status"] for item in lines(out) if item["source"] == str(poisoned)] == [500, 200]
 
 
-def test_a_photo_over_the_size_limit_is_not_read(photos, tmp_path, tiny_model_dir, model_env, monkeypatch):
+def test_a_photo_over_the_size_limit_is_not_read(photos, tmp_path, tiny_model_dir, bulk_env, monkeypatch):
     monkeypatch.setenv("PLANTNET_MAX_UPLOAD_BYTES", str(1024 * 1024))
     big = photos / "huge.jpg"
     big.write_bytes(os.urandom(3 * 1024 * 1024))
@@ -72,7 +66,7 @@ def test_a_photo_over_the_size_limit_is_not_read(photos, tmp_path, tiny_model_di
     assert sum(item["status"] == 200 for item in lines(out)) == 4
 
 
-def test_a_non_empty_output_needs_resume_or_force(photos, tmp_path, tiny_model_dir, model_env, capsys):
+def test_a_non_empty_output_needs_resume_or_force(photos, tmp_path, tiny_model_dir, bulk_env, capsys):
     out = tmp_path / "results.jsonl"
     out.write_text('{"source": "earlier work", "status": 200}\n')
     assert run(str(photos), "--out", str(out), "--model", str(tiny_model_dir)) == bulk.EXIT_USAGE

@@ -25,9 +25,15 @@ def test_options_default_to_loopback_and_open_up_where_a_platform_sets_port():
             "PLANTNET_SERVER_CONNECTION_LIMIT": "50",
             "PLANTNET_SERVER_CHANNEL_TIMEOUT_S": "5",
             "PLANTNET_SERVER_DRAIN_S": "0",
+            "PLANTNET_ADMIN_PORT": "9000",
+            "PLANTNET_SERVER_CONNECTIONS_PER_ADDRESS": "8",
+            "PLANTNET_SERVER_MIN_RATE": "100",
+            "PLANTNET_SERVER_GRACE_S": "5",
         }
     )
     assert (tuned.threads, tuned.connection_limit, tuned.channel_timeout_s, tuned.drain_s) == (4, 50, 5, 0.0)
+    assert (tuned.admin_port, tuned.connections_per_address, tuned.min_rate, tuned.grace_s) == (9000, 8, 100, 5)
+    assert ServerOptions.from_env({}).admin_port == 0  # no admin port unless asked
 
 
 @pytest.mark.parametrize(("name", "value"), [("PORT", "http"), ("PLANTNET_SERVER_THREADS", "0")])

@@ -61,19 +61,6 @@ def get(port: int, path: str = "/") -> int:
     return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
 
 
-def test_options_read_the_flood_knobs():
-    options = ServerOptions.from_env(
-        {
-            "PLANTNET_ADMIN_PORT": "9000",
-            "PLANTNET_SERVER_CONNECTIONS_PER_ADDRESS": "8",
-            "PLANTNET_SERVER_MIN_RATE": "100",
-            "PLANTNET_SERVER_GRACE_S": "5",
-        }
-    )
-    assert (options.admin_port, options.connections_per_address, options.min_rate, options.grace_s) == (9000, 8, 100, 5)
-    assert ServerOptions.from_env({}).admin_port == 0  # no admin port unless asked
-
-
 def test_connections_over_the_per_address_cap_are_closed_and_others_still_served():
     with running(ServerOptions(host="127.0.0.1", port=0, threads=2, connections_per_address=3)) as port:
         held = [connect(port, ATTACKER) for _ in range(5)]
