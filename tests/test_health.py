@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -163,6 +164,19 @@ def test_a_truncated_engine_cache_is_converted_again(app, tiny_model_dir, openvi
         )
         assert r.status_code == 200, r.get_data(as_text=True)
     assert weights.stat().st_size > 100
+
+
+@pytest.mark.slow
+def test_two_processes_converting_into_one_cache_at_once_both_succeed(tiny_model_dir, tmp_path):
+    """Replicas starting together on one cache volume: each converts, neither loses its half-written pair."""
+    ir = tmp_path / "cache" / "model.xml"
+    command = [sys.executable, "-m", "util.export", str(tiny_model_dir), str(ir)]
+    root = Path(__file__).resolve().parent.parent
+    both = [subprocess.Popen(command, cwd=root, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [process.communicate(timeout=300)[1] for process in both]
+    assert [process.returncode for process in both] == [0, 0], errors
+    assert sorted(path.name for path in ir.parent.iterdir()) == ["model.bin", "model.xml"]  # no partial left
+    assert ir.with_suffix(".bin").stat().st_size > 0
 
 
 @pytest.mark.slow

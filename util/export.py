@@ -8,6 +8,7 @@ serving process itself never imports TensorFlow.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,10 +25,16 @@ def export_openvino(model_dir: Path, ir_path: Path) -> Path:
     function = serving_function(model, int(model.input_shape[1]))
     network = ov.convert_model(function.get_concrete_function())
     ir_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = ir_path.with_name(ir_path.stem + ".partial.xml")
-    ov.save_model(network, partial, compress_to_fp16=False)
-    partial.with_suffix(".bin").replace(ir_path.with_suffix(".bin"))
-    partial.replace(ir_path)  # the .xml last: its presence means the pair is complete
+    # Each process writes its own pair: replicas starting together on one cache volume each convert, and
+    # the last rename wins with the same files instead of one moving the other's half-written .bin away.
+    partial = ir_path.with_name(f"{ir_path.stem}.partial-{os.getpid()}.xml")
+    try:
+        ov.save_model(network, partial, compress_to_fp16=False)
+        partial.with_suffix(".bin").replace(ir_path.with_suffix(".bin"))
+        partial.replace(ir_path)  # the .xml last: its presence means the pair is complete
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
     return ir_path
 
 
