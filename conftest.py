@@ -1,4 +1,4 @@
-"""Run-wide pytest hooks (fixtures live in tests/conftest.py).
+"""Run-wide pytest hooks and the logging reset every test gets (other fixtures live in tests/conftest.py).
 
 `pytest` leaves out the tests marked slow and `pytest -m slow` runs only them (pyproject.toml), so a run
 whose every collected test was left out by the marker, say `pytest tests/test_train.py`, is not a failure:
@@ -8,9 +8,23 @@ that collects nothing at all still ends with 5.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 DESELECTED = pytest.StashKey[int]()
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """A command a test runs (util.bulk, util.server) sets the root logger up for its process, writing to the
+    stderr pytest lent that test; put pytest's handlers back, or later threads log to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
