@@ -61,6 +61,23 @@ def get(port: int, path: str = "/") -> int:
     return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
 
 
+def test_accepted_connections_send_without_delay():
+    """TCP_NODELAY on every accepted socket, as waitress sets it: without it a kept-alive client waits for
+    Nagle's algorithm against its own delayed ACK, ~40 ms an answer (bench.peers measured 57 ms for 17)."""
+    servers = build_servers(hello, ServerOptions(host="127.0.0.1", port=0, threads=1), max_body_bytes=10_000)
+    server = servers[0]
+    try:
+        client = socket.create_connection(("127.0.0.1", int(server.effective_port)), timeout=5)
+        server.handle_accept()  # what the loop does when the listening socket is readable
+        channels = [c for c in server._map.values() if c is not server and hasattr(c, "counted_address")]
+        assert len(channels) == 1
+        assert channels[0].socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client.close()
+    finally:
+        for channel in list(server._map.values()):
+            channel.close()
+
+
 def test_connections_over_the_per_address_cap_are_closed_and_others_still_served():
     with running(ServerOptions(host="127.0.0.1", port=0, threads=2, connections_per_address=3)) as port:
         held = [connect(port, ATTACKER) for _ in range(5)]

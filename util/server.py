@@ -211,6 +211,9 @@ def _guarded_server(options: ServerOptions):
                 if accepted is None:
                     return
                 conn, addr = accepted
+                # waitress's own handle_accept sets TCP_NODELAY here: without it a kept-alive client waits
+                # ~40 ms for each answer (Nagle's algorithm against the client's delayed ACK).
+                self.set_socket_options(conn)
             except OSError:
                 return
             address = str(addr[0]) if isinstance(addr, tuple) else str(addr)
