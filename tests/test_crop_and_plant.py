@@ -251,6 +251,10 @@ def test_shipped_model_describes_its_crops_and_measured_numbers(shipped):
     assert 0 < body["in_domain"]["threshold"] < 0.5
     assert body["measured"]["top1"] > 0.9 and body["measured"]["images"] > 500
     assert any(row["name"].startswith("far") for row in body["measured"]["rejected"])
+    field = body["measured"]["field"]  # the card's field numbers, as evaluation.json holds them
+    assert field["images"] > 100 and 0 < field["harm"] <= field["accepted"] <= 1
+    assert field["right"] + field["harm"] == pytest.approx(field["accepted"])
+    assert field["best_guess"] < field["best_guess_with_crop"]
 
 
 def test_each_hostile_photo_of_a_plant_gets_its_own_status_beside_a_good_leaf(diagnose):

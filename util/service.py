@@ -399,9 +399,18 @@ def combined_verdict(accepted: Sequence[Judged]) -> Verdict:
     return max(verdicts, key=lambda verdict: verdict.score or 0.0)
 
 
+FIELD_MEASURES = ("best_guess", "best_guess_with_crop", "accepted", "right", "harm")
+
+
+def _share(measure: Any) -> float | None:
+    """evaluation.json keeps a share with its count and interval; the API gives the share."""
+    return measure.get("share") if isinstance(measure, Mapping) else None
+
+
 def measured_numbers(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """The card's headline numbers, as evaluation.json holds them (training/finish.py writes it)."""
     proxy = evaluation.get("field_proxy") or {}
+    field = evaluation.get("field") or {}
     return {
         "split": evaluation.get("split"),
         "images": evaluation.get("images"),
@@ -410,6 +419,10 @@ def measured_numbers(evaluation: Mapping[str, Any]) -> dict[str, Any]:
         "top3": evaluation.get("top3"),
         "field_proxy_images": proxy.get("images"),
         "field_proxy_top1": proxy.get("top1"),
+        "field": {  # real field photos the model never trained on (null where a model has none measured)
+            "images": field.get("images"),
+            **{name: _share(field.get(name)) for name in FIELD_MEASURES},
+        },
         "rejected": [  # one row per photo group the card measured the in-domain verdict on
             {"name": row.get("name"), "images": row.get("images"), "rejected": row.get("rejected")}
             for row in evaluation.get("in_domain") or []

@@ -229,6 +229,17 @@ rejected_model = ns.model(
         "rejected": NullableInteger(required=True, description="How many the verdict rejected", example=139),
     },
 )
+field_model = ns.model(
+    "FieldNumbers",
+    {
+        "images": NullableInteger(description="Held-out field photos (PlantDoc report half)", example=198),
+        "best_guess": NullableFloat(description="Top label correct, whatever the verdict", example=0.434),
+        "best_guess_with_crop": NullableFloat(description="Top label among the true crop's", example=0.742),
+        "accepted": NullableFloat(description="Share the in-domain verdict accepted", example=0.247),
+        "right": NullableFloat(description="Accepted and correct", example=0.157),
+        "harm": NullableFloat(description="Accepted and wrong", example=0.091),
+    },
+)
 measured_model = ns.model(
     "MeasuredNumbers",
     {
@@ -241,6 +252,7 @@ measured_model = ns.model(
         "field_proxy_top1": NullableFloat(
             description="Validation leaves pasted onto non-leaf photos (a proxy, not field photos)", example=0.8635
         ),
+        "field": fields.Nested(field_model, description="Real field photos, measured by the finishing"),
         "rejected": fields.List(fields.Nested(rejected_model), description="The in-domain verdict per photo group"),
     },
 )
