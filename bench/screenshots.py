@@ -1,7 +1,7 @@
 """Screenshots of the page for people, for README: desktop (1280x900) and phone (375x812).
 
-Starts the Procfile's server on the shipped model, diagnoses two sample leaf photos and one photo
-that is not a crop leaf (the original pothos sample) in a headless system Chromium, and saves
+Starts the Procfile's server on the shipped model, diagnoses two sample leaf photos and one field photo
+(sample_images/field/, which the model cannot judge with confidence) in a headless system Chromium, and saves
 docs/screenshot-desktop.png and docs/screenshot-phone.png.
 
     .venv/bin/pip install -r requirements-browser.txt   # and: apt-get install chromium
@@ -15,9 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.support import BIG_PHOTO, ROOT, SAMPLES, SHIPPED_MODEL, Server, model_env
+from tests.support import ROOT, SAMPLES, SHIPPED_MODEL, Server, model_env
 
-PHOTOS = [SAMPLES / "tomato_late_blight.jpg", SAMPLES / "apple_rust.jpg", BIG_PHOTO]
+PHOTOS = [SAMPLES / "tomato_late_blight.jpg", SAMPLES / "apple_rust.jpg", SAMPLES / "field" / "tomato_late_blight.jpg"]
 PHONE_HEIGHT = 1700  # the form and the first answers; the whole phone page is a long scroll
 SIZES = {
     "desktop": {"viewport": {"width": 1280, "height": 900}},

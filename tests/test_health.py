@@ -154,9 +154,13 @@ def test_a_damaged_int8_ir_is_one_clear_line(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_truncated_engine_cache_is_converted_again(app, tiny_model_dir, openvino_cache, tmp_path):
+    from util.engine import openvino_ir
+    from util.model_dir import find_artifact
+
     cache = tmp_path / "cache"
     shutil.copytree(openvino_cache, cache)
-    weights = next(cache.glob("*/model.bin"))
+    # The tiny model's own IR: the session's cache also holds other models' (which one a glob finds first varies)
+    weights = openvino_ir(find_artifact(tiny_model_dir), cache).with_suffix(".bin")
     weights.write_bytes(weights.read_bytes()[:100])
     with serving(tiny_model_dir, cache, backend="openvino") as rebuilt:
         r = rebuilt.test_client().post(
