@@ -79,7 +79,8 @@ def results_section(facts: CardFacts) -> str:
     summary = facts.evaluation.summary()
     low, high = summary["top1_interval_95"]
     rows = [
-        f"| validation (stratified {100 * config.val_fraction:.0f}%, seed {config.seed}) | {summary['images']} "
+        f"| validation ({100 * config.val_fraction:.0f}% of each class, near-copies kept together, seed {config.seed}) "
+        f"| {summary['images']} "
         f"| **{_pct(summary['top1'], 2)}** ({_pct(low)}-{_pct(high)}) | {_pct(summary['top3'], 2)} |"
     ]
     if facts.field_proxy:
@@ -252,7 +253,8 @@ default model of PlantNet API (`plantnet/`).
 
 Real PlantVillage leaf photos (Hughes and Salathé 2015, arXiv:1511.08060): lab photographs of one
 leaf on a plain background, 256x256 JPEG. {facts.n_train} images trained the model and
-{facts.evaluation.summary()["images"]} were held out for validation, stratified per class.
+{facts.evaluation.summary()["images"]} were held out for validation, about the same share of each class,
+near-copies of one leaf kept on one side.
 {facts.n_outliers_train} real photos of things that are no leaf of ours (people, objects, scenes,
 other plants) served as backgrounds and for outlier exposure. Folder names map to the display
 labels the original PlantNet API returned (`labels.tsv`).
