@@ -223,6 +223,19 @@ def test_shipped_model_one_plant_with_a_non_leaf_photo_names_the_class_and_marks
 
 
 @pytest.mark.shipped_model
+def test_shipped_model_judges_a_hinted_photo_by_its_crop_hint_point(shipped):
+    from util.model_dir import read_metadata
+
+    point = read_metadata(SHIPPED_MODEL)["in_domain"]["crop_hint"]
+    diagnose = Diagnoser(shipped.test_client())
+    plain = diagnose.one(sample_bytes("tomato_late_blight.jpg")).get_json()
+    hinted = diagnose.one(sample_bytes("tomato_late_blight.jpg"), crop="Tomato").get_json()
+    assert hinted["in_domain"]["threshold"] == point["threshold"] != plain["in_domain"]["threshold"]
+    assert hinted["in_domain"]["score"] == plain["in_domain"]["score"]  # the same photo's same score
+    assert hinted["label"] == plain["label"] == "Tomato_Late blight" and hinted["in_domain"]["known"] is True
+
+
+@pytest.mark.shipped_model
 def test_shipped_model_a_non_leaf_photo_with_a_crop_hint_is_still_unknown(shipped):
     diagnose = Diagnoser(shipped.test_client())
     for photo in sorted((TINY_OUTLIERS / "far").glob("*.jpg")):

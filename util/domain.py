@@ -94,15 +94,41 @@ class DomainStatistics:
         return cls(**{name: float(value) if name in scalars else value for name, value in values.items()})
 
 
+@dataclass(frozen=True)
+class HintPoint:
+    """The operating point for a photo sent with a crop hint (model.json ``in_domain.crop_hint``): the score
+    threshold, the floor on the top probability over all labels, and a floor on the top probability among
+    the hinted crop's labels, which says more about the answer shown. Chosen by ``python -m
+    bench.crop_verdict`` for more field photos right with no more harm, lab leaves or unknown photos let by."""
+
+    threshold: float
+    probability_floor: float
+    crop_probability_floor: float
+
+    @classmethod
+    def from_calibration(cls, calibration: dict) -> HintPoint | None:
+        hint = calibration.get("crop_hint")
+        if not isinstance(hint, dict):
+            return None
+        return cls(float(hint["threshold"]), float(hint["probability_floor"]), float(hint["crop_probability_floor"]))
+
+
 class DomainCheck:
     """Judge engine outputs against a model directory's calibration (or say it is unavailable)."""
 
-    def __init__(self, statistics: DomainStatistics | None, threshold: float | None, probability_floor: float = 0.0):
+    def __init__(
+        self,
+        statistics: DomainStatistics | None,
+        threshold: float | None,
+        probability_floor: float = 0.0,
+        hint_point: HintPoint | None = None,
+    ):
         self.statistics = statistics
         self.threshold = threshold
         # The model's top probability must reach it too: a typical-looking photo the model is unsure of is one it
         # is often wrong about (field photos). Calibrated with the threshold; 0 in files written before it.
         self.probability_floor = probability_floor
+        self.hint_point = hint_point  # None: a crop hint does not change the verdict
 
     @classmethod
     def for_artifact(cls, artifact: Artifact, precision: str = "f32") -> DomainCheck:
@@ -129,7 +155,8 @@ class DomainCheck:
         if calibration.get("method") != METHOD or "threshold" not in calibration or not path.exists():
             return cls(None, None)
         floor = float(calibration.get("probability_floor", 0.0))
-        return cls(DomainStatistics.load(path), float(calibration["threshold"]), floor)
+        point = HintPoint.from_calibration(calibration)
+        return cls(DomainStatistics.load(path), float(calibration["threshold"]), floor, point)
 
     @property
     def available(self) -> bool:
@@ -145,6 +172,18 @@ class DomainCheck:
             Verdict(True, bool(s >= self.threshold and ok), float(s), self.threshold, METHOD)
             for s, ok in zip(scores, sure, strict=True)
         ]
+
+    def with_hint(self, verdict: Verdict, probabilities: np.ndarray, crop_classes: np.ndarray) -> Verdict:
+        """``verdict`` judged again for a photo sent with a crop hint (``crop_classes``: that crop's label
+        indices): by the hint's operating point where the model has one, else unchanged. The score is the same."""
+        point = self.hint_point
+        if point is None or not verdict.available or verdict.score is None:
+            return verdict
+        within = probabilities[crop_classes]
+        sure = probabilities.max() >= point.probability_floor
+        sure_within = within.max() / max(float(within.sum()), 1e-12) >= point.crop_probability_floor
+        known = verdict.score >= point.threshold and bool(sure) and bool(sure_within)
+        return Verdict(True, known, verdict.score, point.threshold, METHOD)
 
     def verdict_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         """In-domain scores with photos under the probability floor set to -1: judged against the threshold

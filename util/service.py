@@ -29,6 +29,7 @@ from util.domain import UNAVAILABLE, DomainCheck, Verdict
 from util.engine import create_engine
 from util.labels import (
     Prediction,
+    crop_indices,
     crops,
     is_healthy,
     labels_by_crop,
@@ -229,7 +230,7 @@ class DiagnosisService:
         Raises batcher.Overloaded (nothing was queued) or batcher.BatcherClosed for the whole call.
         A photo not answered within the request timeout is cancelled and fails with 503.
         """
-        return [self._worded(judged, k, strict, crop) for judged in self.judge_many(uploads)]
+        return [self._worded(judged, k, strict, crop) for judged in self._hinted(self.judge_many(uploads), crop)]
 
     def diagnose_plant(
         self, uploads: Sequence[bytes], k: int, strict: bool = False, crop: str | None = None
@@ -241,7 +242,7 @@ class DiagnosisService:
         the whole answer 503 (combining the others would hide it); no readable photo at all: the
         photos' own status (400 when they differ), naming each photo's problem.
         """
-        judged = self.judge_many(uploads)
+        judged = self._hinted(self.judge_many(uploads), crop)
         photos = [self._worded(one, k, strict, crop) for one in judged]
         readable = [one for one in judged if isinstance(one, Judged)]
         failures = [one for one in judged if isinstance(one, ImageFailure)]
@@ -275,6 +276,18 @@ class DiagnosisService:
         if strict and judged.in_domain.known is False:
             return ImageFailure(422, self.unknown_message)
         return self.describe(judged.probabilities, k, judged.in_domain, crop)
+
+    def _hinted(self, judged: list[Judged | ImageFailure], crop: str | None) -> list[Judged | ImageFailure]:
+        """With a crop hint, each verdict judged by the hint's operating point (util.domain.HintPoint)."""
+        if crop is None or self.domain.hint_point is None:
+            return judged
+        classes = np.asarray(crop_indices(self.labels, crop))
+        return [
+            replace(one, in_domain=self.domain.with_hint(one.in_domain, one.probabilities, classes))
+            if isinstance(one, Judged)
+            else one
+            for one in judged
+        ]
 
     def judge_many(self, uploads: Sequence[bytes]) -> list[Judged | ImageFailure]:
         """Each photo's probabilities and in-domain verdict, or why it has none; in order.
