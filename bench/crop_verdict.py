@@ -13,6 +13,8 @@ FIELD_HARM_LIMIT of them accepted and wrong, while accepting as many lab validat
 rejecting as much of the selection set (the non-leaf photos training used, each sent with every
 crop as its hint) as the served verdict does. It reports both on the report half and on the held-out
 non-leaf photos (every hint). Splits are train.py's (same --seed, --val-fraction, field fraction).
+``--write`` stores the point found in the model's ``model.json`` (``in_domain.crop_hint``), which the
+service then uses for every hinted photo; the finishing does not search it yet.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from util.batcher import wait
 from util.config import Settings
 from util.domain import top_probability
 from util.labels import crop_indices, crop_of
+from util.model_dir import read_metadata, write_metadata
 from util.service import DiagnosisService
 
 CHUNK = 32
@@ -132,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--field", type=Path, required=True, help="field photos, a folder per class, and _other_plants")
     parser.add_argument("--outliers", type=Path, required=True, help="photos that are no leaf of ours")
     parser.add_argument("--model", type=Path, default=Path("plantnet"))
+    parser.add_argument("--write", action="store_true", help="store the point found in the model's model.json")
     args = parser.parse_args(argv)
     service = DiagnosisService(Settings.from_env(model_dir=args.model))
     try:
@@ -159,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         selection = unknown_photos(service, trained_outliers + trained_plants)
         held_out = unknown_photos(service, held_outliers + held_plants)
         plain = Point(service.domain.threshold, service.domain.probability_floor, 0.0)
-        points = [("without the hint's point", plain), ("best found", best_point(plain, calibration, lab, selection))]
+        found = best_point(plain, calibration, lab, selection)
+        points = [("without the hint's point", plain), ("best found", found)]
         if (hint := service.domain.hint_point) is not None:
             points.append(
                 ("the model's crop_hint", Point(hint.threshold, hint.probability_floor, hint.crop_probability_floor))
@@ -169,8 +174,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             for part, photos in (("field calibration", calibration), ("field report", report), ("lab", lab)):
                 print(f"  {part:18} {shares(point, photos)}")
             print(f"  {'non-leaf held out':18} rejected {1 - shares(point, held_out)['accepted']:.3f} (every hint)")
+        if args.write:
+            store_point(args.model, found)
     finally:
         service.close()
+
+
+def store_point(model: Path, point: Point) -> None:
+    """``point`` as the model's ``in_domain.crop_hint`` (util.domain.HintPoint reads it)."""
+    metadata = read_metadata(model)
+    metadata.setdefault("in_domain", {})["crop_hint"] = {
+        "threshold": round(point.threshold, 6),
+        "probability_floor": point.overall_floor,
+        "crop_probability_floor": point.crop_floor,
+        "chosen_by": "python -m bench.crop_verdict (field calibration half, each photo with its true crop)",
+    }
+    print(f"wrote {write_metadata(model, metadata)}")
 
 
 if __name__ == "__main__":
