@@ -284,6 +284,66 @@ def training_record(command: str, history: list[dict]) -> dict:
     return {"command": command, "epochs_run": len(history), "minutes": round(sum(seconds) / 60, 1)}
 
 
+def in_domain_metadata(calibration: Calibration, data, known_images: int) -> dict:
+    """model.json's ``in_domain``: the method, threshold and operating point the service judges by."""
+    point = calibration.operating_point
+    return {
+        "method": METHOD,
+        "threshold": calibration.threshold,
+        "target_acceptance": ood.TARGET_ACCEPTANCE if point is None else point.lab_accepted,
+        "calibrated_on": f"validation split, {known_images} images"
+        + ("" if point is None else f", and {len(data.field.calibration_idx)} field photos"),
+        "distance_weight": calibration.stats.distance_weight,
+        **({} if point is None else {"field_harm_limit": ood.FIELD_HARM_LIMIT, "probability_floor": point.floor}),
+    }
+
+
+def evaluation_record(
+    summary: dict, domain_report: list[dict], calibration: Calibration, proxy: dict, field: dict, candidates: list
+) -> dict:
+    """evaluation.json: what the finishing measured, which the card, /Diagnosis/model and soups read."""
+    point = calibration.operating_point
+    return {
+        **summary,
+        "split": "validation",
+        "in_domain": domain_report,
+        "distance_weight_trials": [t.as_dict() for t in calibration.weight_trials],
+        "field_proxy": proxy,
+        "field": field,
+        "operating_point": None if point is None else point.as_dict(),
+        "operating_point_trials": [t.as_dict() for t in calibration.field_trials],
+        "candidates": [
+            {
+                "name": c.name,
+                "top1_before": c.before,
+                "top1": c.after,
+                "field_proxy": c.field_proxy,
+                "verdict_selection_rejected": c.verdict,
+                "field_calibration_top1": c.field,
+            }
+            for c in candidates
+        ],
+    }
+
+
+def draw_pictures(
+    out: Path, evaluation: Evaluation, labels: list[str], history: list[dict], scores: dict, threshold: float
+) -> None:
+    """The card's pictures: confusion matrix, training curve (when there is a history), in-domain scores."""
+    summary = evaluation.summary()
+    low, high = summary["top1_interval_95"]
+    plot_confusion(
+        evaluation.confusion(),
+        labels,
+        out / "confusion_matrix.png",
+        f"Validation split, {summary['images']} images: top-1 {100 * summary['top1']:.1f}% "
+        f"(95% CI {100 * low:.1f}-{100 * high:.1f})",
+    )
+    if history:
+        plot_history(history, out / "training_curve.png")
+    plot_scores(scores, threshold, out / "in_domain_scores.png")
+
+
 def finish(config, data, trained) -> Path:
     """Write the model directory, its evaluation, calibration, pictures and model card."""
     chosen, candidates = choose_candidate(config, data, trained)
@@ -311,56 +371,11 @@ def finish(config, data, trained) -> Path:
     ]
     point = calibration.operating_point
     field_summary = field_numbers(data, calibration, labels)
-    model_dir.update_metadata(
-        out,
-        in_domain={
-            "method": METHOD,
-            "threshold": threshold,
-            "target_acceptance": ood.TARGET_ACCEPTANCE if point is None else point.lab_accepted,
-            "calibrated_on": f"validation split, {len(known)} images"
-            + ("" if point is None else f", and {len(data.field.calibration_idx)} field photos"),
-            "distance_weight": calibration.stats.distance_weight,
-            **({} if point is None else {"field_harm_limit": ood.FIELD_HARM_LIMIT, "probability_floor": point.floor}),
-        },
-    )
+    model_dir.update_metadata(out, in_domain=in_domain_metadata(calibration, data, len(known)))
     proxy = {} if chosen.field_proxy is None else {"images": len(data.val_idx), "top1": chosen.field_proxy}
-    (out / model_dir.EVALUATION_FILE).write_text(
-        json.dumps(
-            {
-                **summary,
-                "split": "validation",
-                "in_domain": domain_report,
-                "distance_weight_trials": [t.as_dict() for t in calibration.weight_trials],
-                "field_proxy": proxy,
-                "field": field_summary,
-                "operating_point": None if point is None else point.as_dict(),
-                "operating_point_trials": [t.as_dict() for t in calibration.field_trials],
-                "candidates": [
-                    {
-                        "name": c.name,
-                        "top1_before": c.before,
-                        "top1": c.after,
-                        "field_proxy": c.field_proxy,
-                        "verdict_selection_rejected": c.verdict,
-                        "field_calibration_top1": c.field,
-                    }
-                    for c in candidates
-                ],
-            },
-            indent=1,
-        )
-    )
-    low, high = summary["top1_interval_95"]
-    plot_confusion(
-        evaluation.confusion(),
-        labels,
-        out / "confusion_matrix.png",
-        f"Validation split, {len(val_targets)} images: top-1 {100 * summary['top1']:.1f}% "
-        f"(95% CI {100 * low:.1f}-{100 * high:.1f})",
-    )
-    if history:
-        plot_history(history, out / "training_curve.png")
-    plot_scores(scores, threshold, out / "in_domain_scores.png")
+    record = evaluation_record(summary, domain_report, calibration, proxy, field_summary, candidates)
+    (out / model_dir.EVALUATION_FILE).write_text(json.dumps(record, indent=1))
+    draw_pictures(out, evaluation, labels, history, scores, threshold)
     facts = card.CardFacts(
         config=config,
         version=version,
