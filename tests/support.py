@@ -234,14 +234,23 @@ class Server:
     stderr go: PIPE to read them (short runs), DEVNULL for long ones that would fill a pipe.
     """
 
-    def __init__(self, env: dict[str, str], command: list[str] | None = None, output: int = subprocess.PIPE):
+    def __init__(
+        self,
+        env: dict[str, str],
+        command: list[str] | None = None,
+        output: int = subprocess.PIPE,
+        root: Path = ROOT,
+        health: str = "/health",
+        name: str = "the service",
+    ):
         program, *args = command or procfile_web_command()
+        self.health, self.name = health, name  # what answers 200 once it serves; what errors call it
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name(program)), *args],
-            cwd=ROOT,
+            cwd=root,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env, "HOST": "127.0.0.1", "PORT": str(self.port)},
             stdout=output,
             stderr=output,
@@ -249,18 +258,18 @@ class Server:
         )
 
     def wait_healthy(self, limit: float = 120) -> float:
-        """Wait for GET /health to answer 200; return the seconds since start."""
+        """Wait for GET of its health path to answer 200; return the seconds since start."""
         while time.monotonic() - self.started < limit:
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read() if self.process.stderr else ""
-                raise RuntimeError(f"the server exited with {self.process.returncode}: {stderr}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {stderr}")
             try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}{self.health}", timeout=2).status_code == 200:
                     return time.monotonic() - self.started
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"the service was not healthy within {limit:.0f} s")
+        raise RuntimeError(f"{self.name} was not healthy within {limit:.0f} s")
 
     def worker_rss_mb(self) -> float:
         """Largest VmRSS of the process and its children: util.server is one process; a compared server may fork."""
