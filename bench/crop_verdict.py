@@ -31,7 +31,7 @@ from training.ood import FIELD_HARM_LIMIT, THRESHOLD_GRID
 from util.batcher import wait
 from util.config import Settings
 from util.domain import top_probability
-from util.labels import crop_indices, crop_of
+from util.labels import crop_of, restrict_to_crop
 from util.model_dir import read_metadata, write_metadata
 from util.service import DiagnosisService
 
@@ -76,31 +76,25 @@ def engine_outputs(service: DiagnosisService, paths: Sequence[Path]) -> dict[str
     return {name: np.stack([row[name] for row in rows]) for name in ("logits", "features", "probabilities")}
 
 
-def within(probabilities: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top probability and label index among ``classes``, renormalised as the API's crop hint does."""
-    sub = probabilities[:, classes]
-    sub = sub / sub.sum(axis=1, keepdims=True)
-    return sub.max(axis=1), classes[sub.argmax(axis=1)]
-
-
 def known_photos(service: DiagnosisService, paths: Sequence[Path], targets: np.ndarray) -> Photos:
     out = engine_outputs(service, paths)
-    crop_top, best = np.zeros(len(targets)), np.zeros(len(targets), np.int64)
+    crop_top, right = np.zeros(len(targets)), np.zeros(len(targets), bool)
     for i, target in enumerate(targets):
-        classes = crop_indices(service.labels, crop_of(service.labels[target]))
-        top, label = within(out["probabilities"][i : i + 1], classes)
-        crop_top[i], best[i] = top[0], label[0]
+        true_label = service.labels[target]
+        kept, kept_labels = restrict_to_crop(out["probabilities"][i], service.labels, crop_of(true_label))
+        crop_top[i], right[i] = kept.max(), kept_labels[int(kept.argmax())] == true_label
     score = service.domain.statistics.scores(out["logits"], out["features"])
-    return Photos(score, top_probability(out["logits"]), crop_top, best == targets)
+    return Photos(score, top_probability(out["logits"]), crop_top, right)
 
 
 def unknown_photos(service: DiagnosisService, paths: Sequence[Path]) -> Photos:
+    """One row per photo and crop hint, photo by photo (the crop's top probability for each hint)."""
     out = engine_outputs(service, paths)
     crops = sorted({crop_of(label) for label in service.labels})
-    per_hint = np.stack([within(out["probabilities"], crop_indices(service.labels, c))[0] for c in crops], axis=1)
+    per_hint = [restrict_to_crop(row, service.labels, crop)[0].max() for row in out["probabilities"] for crop in crops]
     score = service.domain.statistics.scores(out["logits"], out["features"])
     n = len(crops)
-    return Photos(np.repeat(score, n), np.repeat(top_probability(out["logits"]), n), per_hint.reshape(-1))
+    return Photos(np.repeat(score, n), np.repeat(top_probability(out["logits"]), n), np.array(per_hint))
 
 
 def shares(point: Point, photos: Photos) -> dict[str, float]:

@@ -18,6 +18,7 @@ from util import model_dir
 from util.config import Settings
 from util.domain import METHOD, UNAVAILABLE, DomainCheck, DomainStatistics, HintPoint, Verdict
 from util.engine import create_engine
+from util.labels import restrict_to_crop
 
 
 def calibrated_copy(source, target, threshold: float):
@@ -170,17 +171,21 @@ def test_a_photo_the_model_is_unsure_of_is_not_known_under_a_probability_floor()
 def test_a_crop_hint_is_judged_by_its_own_point_on_the_same_score():
     point = HintPoint(threshold=0.2, probability_floor=0.3, crop_probability_floor=0.7)
     check = DomainCheck(None, None, hint_point=point)
-    tomato = np.array([1, 2])  # the hinted crop's label positions
     verdict = Verdict(True, True, 0.5, 0.002, METHOD)
-    sure_within = np.array([0.5, 0.4, 0.1])  # among the crop: 0.8 of what is left
+    sure_within = np.array([0.5, 0.4, 0.1])  # the hinted crop is labels 1 and 2: 0.8 of what is left
     unsure_within = np.array([0.1, 0.45, 0.45])  # among the crop: 0.5
-    assert check.with_hint(verdict, sure_within, tomato) == Verdict(True, True, 0.5, 0.2, METHOD)
-    assert check.with_hint(verdict, unsure_within, tomato).known is False
-    assert check.with_hint(replace(verdict, score=0.1), sure_within, tomato).known is False  # under its threshold
+
+    def tomato(probabilities: np.ndarray) -> np.ndarray:
+        return restrict_to_crop(probabilities, ["Apple_scab", "Tomato_a", "Tomato_b"], "Tomato")[0]
+
+    assert check.with_hint(verdict, sure_within, tomato(sure_within)) == Verdict(True, True, 0.5, 0.2, METHOD)
+    assert check.with_hint(verdict, unsure_within, tomato(unsure_within)).known is False
+    under = replace(verdict, score=0.1)  # under the hint's threshold
+    assert check.with_hint(under, sure_within, tomato(sure_within)).known is False
     # a one-label crop is always sure of itself: the floor over all labels still applies (top 0.26 < 0.3)
-    assert check.with_hint(verdict, np.array([0.26, 0.25, 0.25, 0.24]), np.array([0])).known is False
-    assert DomainCheck(None, None).with_hint(verdict, unsure_within, tomato) == verdict  # no point: unchanged
-    assert check.with_hint(UNAVAILABLE, sure_within, tomato) == UNAVAILABLE
+    assert check.with_hint(verdict, np.array([0.26, 0.25, 0.25, 0.24]), np.array([1.0])).known is False
+    assert DomainCheck(None, None).with_hint(verdict, unsure_within, tomato(unsure_within)) == verdict  # no point
+    assert check.with_hint(UNAVAILABLE, sure_within, tomato(sure_within)) == UNAVAILABLE
     assert HintPoint.from_calibration(
         {"crop_hint": {"threshold": 0.02, "probability_floor": 0.5, "crop_probability_floor": 0.7}}
     ) == HintPoint(0.02, 0.5, 0.7)

@@ -173,16 +173,16 @@ class DomainCheck:
             for s, ok in zip(scores, sure, strict=True)
         ]
 
-    def with_hint(self, verdict: Verdict, probabilities: np.ndarray, crop_classes: np.ndarray) -> Verdict:
-        """``verdict`` judged again for a photo sent with a crop hint (``crop_classes``: that crop's label
-        indices): by the hint's operating point where the model has one, else unchanged. The score is the same."""
+    def with_hint(self, verdict: Verdict, probabilities: np.ndarray, crop_probabilities: np.ndarray) -> Verdict:
+        """``verdict`` judged again for a photo sent with a crop hint (``crop_probabilities``: that crop's,
+        renormalised as the answer shows them, util.labels.restrict_to_crop): by the hint's operating point
+        where the model has one, else unchanged. The score is the same."""
         point = self.hint_point
         if point is None or not verdict.available or verdict.score is None:
             return verdict
-        within = probabilities[crop_classes]
         sure = probabilities.max() >= point.probability_floor
-        sure_within = within.max() / max(float(within.sum()), 1e-12) >= point.crop_probability_floor
-        known = verdict.score >= point.threshold and bool(sure) and bool(sure_within)
+        sure_within = crop_probabilities.max() >= point.crop_probability_floor
+        known = bool(verdict.score >= point.threshold and sure and sure_within)
         return Verdict(True, known, verdict.score, point.threshold, METHOD)
 
     def verdict_scores(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:

@@ -29,7 +29,6 @@ from util.domain import UNAVAILABLE, DomainCheck, Verdict
 from util.engine import create_engine
 from util.labels import (
     Prediction,
-    crop_indices,
     crops,
     is_healthy,
     labels_by_crop,
@@ -281,13 +280,15 @@ class DiagnosisService:
         """With a crop hint, each verdict judged by the hint's operating point (util.domain.HintPoint)."""
         if crop is None or self.domain.hint_point is None:
             return judged
-        classes = np.asarray(crop_indices(self.labels, crop))
         return [
-            replace(one, in_domain=self.domain.with_hint(one.in_domain, one.probabilities, classes))
+            replace(one, in_domain=self.domain.with_hint(one.in_domain, one.probabilities, self._within(one, crop)))
             if isinstance(one, Judged)
             else one
             for one in judged
         ]
+
+    def _within(self, judged: Judged, crop: str) -> np.ndarray:
+        return restrict_to_crop(judged.probabilities, self.labels, crop)[0]
 
     def judge_many(self, uploads: Sequence[bytes]) -> list[Judged | ImageFailure]:
         """Each photo's probabilities and in-domain verdict, or why it has none; in order.
