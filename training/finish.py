@@ -327,14 +327,13 @@ def evaluation_record(
 
 
 def draw_pictures(
-    out: Path, evaluation: Evaluation, labels: list[str], history: list[dict], scores: dict, threshold: float
+    out: Path, evaluation: Evaluation, summary: dict, history: list[dict], scores: dict, threshold: float
 ) -> None:
     """The card's pictures: confusion matrix, training curve (when there is a history), in-domain scores."""
-    summary = evaluation.summary()
     low, high = summary["top1_interval_95"]
     plot_confusion(
         evaluation.confusion(),
-        labels,
+        evaluation.labels,
         out / "confusion_matrix.png",
         f"Validation split, {summary['images']} images: top-1 {100 * summary['top1']:.1f}% "
         f"(95% CI {100 * low:.1f}-{100 * high:.1f})",
@@ -375,7 +374,7 @@ def finish(config, data, trained) -> Path:
     proxy = {} if chosen.field_proxy is None else {"images": len(data.val_idx), "top1": chosen.field_proxy}
     record = evaluation_record(summary, domain_report, calibration, proxy, field_summary, candidates)
     (out / model_dir.EVALUATION_FILE).write_text(json.dumps(record, indent=1))
-    draw_pictures(out, evaluation, labels, history, scores, threshold)
+    draw_pictures(out, evaluation, summary, history, scores, threshold)
     facts = card.CardFacts(
         config=config,
         version=version,
