@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training import crop_hint, ood, report
 from training import data as ds
-from training import ood, report
 from training.augment import field_proxy_images
 from training.evaluation import Evaluation, per_class_table, plot_confusion, plot_scores, run_engine
 from util.config import Settings
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="report",
         help="'report': the half of train.py's held-out field photos that never chose anything; 'all': every photo",
     )
-    p.add_argument("--field-val-fraction", type=float, default=0.2, help="as train.py's --field-val-fraction")
+    p.add_argument("--field-val-fraction", type=float, default=ds.FIELD_VAL_FRACTION, help="as train.py's")
     return p.parse_args(argv)
 
 
@@ -143,7 +143,12 @@ def field_photos(args: argparse.Namespace, data: ds.Dataset, labels: list[str], 
     targets = np.array([model_index[data.labels[split.targets[i]]] for i in kept], np.int64)
     outputs = run_engine(engine.predict, ds.load_pixels([split.paths[i] for i in kept], engine.input_size))
     known = np.array([v.known for v in check.judge(outputs["logits"], outputs["features"])], bool)
-    field = report.field_report(outputs["probabilities"], targets, known, labels)
+    hint = check.hint_point
+    hinted = None
+    if hint is not None and check.statistics is not None:
+        point = crop_hint.Point(hint.threshold, hint.probability_floor, hint.crop_probability_floor)
+        hinted = crop_hint.accepted_with_true_crop(check.statistics, point, outputs, targets, labels)
+    field = report.field_report(outputs["probabilities"], targets, known, labels, hinted)
     print(f"\nfield photos ({args.field_part} part of {args.field}):\n{report.field_table(field)}")
     return field
 

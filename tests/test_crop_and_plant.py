@@ -226,11 +226,12 @@ def test_shipped_model_one_plant_with_a_non_leaf_photo_names_the_class_and_marks
 def test_shipped_model_judges_a_hinted_photo_by_its_crop_hint_point(shipped):
     from util.model_dir import read_metadata
 
-    point = read_metadata(SHIPPED_MODEL)["in_domain"]["crop_hint"]
+    calibration = read_metadata(SHIPPED_MODEL)["in_domain"]
     diagnose = Diagnoser(shipped.test_client())
     plain = diagnose.one(sample_bytes("tomato_late_blight.jpg")).get_json()
     hinted = diagnose.one(sample_bytes("tomato_late_blight.jpg"), crop="Tomato").get_json()
-    assert hinted["in_domain"]["threshold"] == point["threshold"] != plain["in_domain"]["threshold"]
+    assert plain["in_domain"]["threshold"] == calibration["threshold"]
+    assert hinted["in_domain"]["threshold"] == calibration["crop_hint"]["threshold"]
     assert hinted["in_domain"]["score"] == plain["in_domain"]["score"]  # the same photo's same score
     assert hinted["label"] == plain["label"] == "Tomato_Late blight" and hinted["in_domain"]["known"] is True
 
@@ -268,6 +269,7 @@ def test_shipped_model_describes_its_crops_and_measured_numbers(shipped):
     assert field["images"] > 100 and 0 < field["harm"] <= field["accepted"] <= 1
     assert field["right"] + field["harm"] == pytest.approx(field["accepted"])
     assert field["best_guess"] < field["best_guess_with_crop"]
+    assert field["right_with_crop"] + field["harm_with_crop"] == pytest.approx(field["accepted_with_crop"])
 
 
 def test_each_hostile_photo_of_a_plant_gets_its_own_status_beside_a_good_leaf(diagnose):

@@ -147,6 +147,23 @@ def test_calibrate_command_works_on_any_model_directory(trained, tmp_path):
     assert calibration["distance_weight"] in ood.DISTANCE_WEIGHTS
 
 
+def test_calibrate_chooses_the_field_verdict_and_crop_hint_point_for_an_engine(trained_with_field, tmp_path):
+    import shutil
+
+    from training import calibrate
+
+    model = shutil.copytree(trained_with_field, tmp_path / "model")
+    finished = find_artifact(model).metadata["in_domain"]
+    (model / DOMAIN_FILE).unlink()
+    data = ("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--outliers", str(TINY_OUTLIERS))
+    field = ("--field", str(TINY_FIELD), "--field-val-fraction", "0.34", "--precision", "f32")
+    calibrate.main([str(model), *data, *field, "--val-fraction", "0.25"])
+    calibration = find_artifact(model).metadata["in_domain"]
+    assert (model / DOMAIN_FILE).exists() and calibration["engine"].endswith("/f32")
+    for key in ("field_harm_limit", "probability_floor", "crop_hint", "unknown_rejection", "distance_weight"):
+        assert type(calibration[key]) is type(finished[key]), key  # the finishing's record, for this engine
+
+
 def separable(shift_features: float, shift_energy: float, seed: int = 0):
     """Known leaves (3 classes) and unknown photos whose features and logits differ by the given shifts."""
     rng = np.random.default_rng(seed)
@@ -315,6 +332,8 @@ def test_field_photos_train_and_are_reported_beside_lab_photos(trained_with_fiel
     point = evaluation["operating_point"]
     calibration = json.loads((trained_with_field / "model.json").read_text())["in_domain"]
     assert calibration["threshold"] == point["threshold"] and calibration["field_harm_limit"] == ood.FIELD_HARM_LIMIT
+    assert set(point["unknown_rejected"]) <= set(ood.UNKNOWN_REJECTION)
+    assert {"threshold", "probability_floor", "crop_probability_floor"} <= set(calibration["crop_hint"])
     card = (trained_with_field / "MODEL.md").read_text()
     assert "## Field photos" in card and "PlantDoc" in card and "CC BY 4.0" in card
     names = [row["name"] for row in evaluation["in_domain"]]
@@ -326,17 +345,65 @@ def test_the_operating_point_accepts_the_most_field_photos_within_the_harm_limit
     field_scores = np.array([0.30, 0.25, 0.20, 0.15, 0.10, 0.05] * 5)
     unsure = np.array([0.9, 0.9, 0.9, 0.2, 0.9, 0.9] * 5)  # the model is unsure of one wrong photo in six
     correct = np.array([True, True, True, False, True, False] * 5)
-    selection = (np.full(100, 0.01), np.full(100, 0.9))  # every unknown photo scores below any threshold > 0.01
+    nothing = (np.full(100, 0.01), np.full(100, 0.9))  # every unknown photo scores below any threshold > 0.01
+    selection = {ds.NOT_A_PLANT: nothing, ds.OTHER_PLANT: nothing}
     point = ood.best_threshold(0.5, lab, (field_scores, np.full(30, 0.9)), correct, selection)
     # Without the floor's help: accepting down to 0.10 gets 4/6 right with 1/6 wrong (over the limit); above
     # 0.15 harm is 0, and the lowest such threshold on the grid accepts the most lab leaves.
     assert point.threshold == pytest.approx(0.152) and point.field_harm == 0.0 and point.floor == 0.0
-    assert point.field_right == pytest.approx(0.5) and point.selection_rejected == 1.0
+    assert point.field_right == pytest.approx(0.5) and set(point.unknown_rejected.values()) == {1.0}
     # A floor on the top probability that drops the unsure wrong photo lets the threshold go down to just
     # above 0.05 (the other wrong photo, which the model is sure of).
     point = ood.best_threshold(0.5, lab, (field_scores, unsure), correct, selection)
     assert point.threshold == pytest.approx(0.052) and point.floor > 0.2
     assert point.field_right == pytest.approx(4 / 6) and point.field_harm == 0.0
+
+
+def test_the_operating_point_rejects_each_kind_of_unknown_photo_at_its_own_target():
+    lab = (np.linspace(0.0, 1.0, 201), np.full(201, 0.9))
+    field = (np.linspace(0.05, 0.5, 20), np.full(20, 0.9))
+    correct = np.ones(20, bool)
+    no_plants = (np.full(100, 0.01), np.full(100, 0.9))
+    # Other plants' leaves score like field photos: 20 of 100 at 0.30 and above, the rest at 0.01.
+    other_plants = (np.r_[np.full(20, 0.3), np.full(80, 0.01)], np.full(100, 0.9))
+    strict = ood.best_threshold(0.5, lab, field, correct, {ds.NOT_A_PLANT: no_plants, ds.OTHER_PLANT: other_plants})
+    # 80% rejected is under the other plants' target: the threshold must rise above 0.3, whatever it costs.
+    assert strict.threshold > 0.3 and strict.unknown_rejected[ds.OTHER_PLANT] == 1.0
+    pooled = ood.best_threshold(0.5, lab, field, correct, {ds.NOT_A_PLANT: no_plants, ds.OTHER_PLANT: no_plants})
+    assert pooled.threshold < 0.1 and pooled.field_right > strict.field_right
+
+
+def test_unknown_photos_are_sorted_into_plants_and_no_plants(tmp_path):
+    for folder in ("far", "near", "background", "field/_other_plants"):
+        for i in range(8):
+            path = tmp_path / folder / f"{folder.replace('/', '-')}-{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    chosen = ds.unknowns_by_kind(tmp_path / "far", tmp_path / "field", held_out=False)
+    held = ds.unknowns_by_kind(tmp_path / "far", tmp_path / "field", held_out=True)
+    assert {p.parent.name for p in chosen[ds.OTHER_PLANT] + held[ds.OTHER_PLANT]} == {"_other_plants"}
+    assert len(chosen[ds.NOT_A_PLANT] + held[ds.NOT_A_PLANT]) == 8
+    everything = ds.unknowns_by_kind(tmp_path, None, held_out=False)
+    assert {p.parent.name for p in everything[ds.OTHER_PLANT]} <= {"near", "_other_plants"}
+    assert not set(chosen[ds.OTHER_PLANT]) & set(held[ds.OTHER_PLANT])
+
+
+def test_the_crop_hint_point_uses_the_floor_within_the_crop_to_get_more_right():
+    from training import crop_hint
+
+    # Known field photos: right when the model is sure within the crop (0.9), wrong when it is not (0.55).
+    sure = np.array([0.9, 0.9, 0.55] * 10)
+    field = crop_hint.Photos(np.full(30, 0.5), np.full(30, 0.5), sure, sure > 0.6)
+    lab = crop_hint.Photos(np.full(50, 0.5), np.full(50, 0.9), np.full(50, 0.95), np.ones(50, bool))
+    unknown = crop_hint.Photos(np.full(40, 0.5), np.full(40, 0.5), np.full(40, 0.5))
+    plain = crop_hint.Point(0.1, 0.6, 0.0)  # the unhinted point accepts no field photo (top 0.5 < 0.6)
+    found = crop_hint.best_point(plain, field, lab, {ds.NOT_A_PLANT: unknown, ds.OTHER_PLANT: unknown})
+    assert crop_hint.shares(found, field) == {
+        "accepted": pytest.approx(2 / 3, abs=1e-3),
+        "right": pytest.approx(2 / 3, abs=1e-3),
+        "harm": 0.0,
+    }
+    assert not found.accepts(unknown).any() and found.accepts(lab).all()
 
 
 def test_near_copies_in_any_orientation_stay_on_one_side_of_the_split():

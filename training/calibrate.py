@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training import crop_hint, ood, verdict
 from training import data as ds
-from training import ood
 from training.evaluation import run_engine
 from util import model_dir
 from util.config import Settings
@@ -38,6 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ds.add_dataset_arguments(p)
     p.add_argument("--acceptance", type=float, default=ood.TARGET_ACCEPTANCE, help="share of known leaves to keep")
     p.add_argument("--outliers", type=Path, help="folder of photos that are no leaf of ours (../shared/data/ood)")
+    p.add_argument(
+        "--field",
+        type=Path,
+        help="field photos (../shared/data/field): choose the field operating point and the crop-hint point "
+        "exactly as the finishing does (training/verdict.py), for this engine",
+    )
+    p.add_argument("--field-val-fraction", type=float, default=ds.FIELD_VAL_FRACTION, help="as train.py's")
     p.add_argument(
         "--precision",
         choices=["auto", "bf16", "f32", "int8"],
@@ -64,6 +71,8 @@ def calibrate(args: argparse.Namespace) -> dict:
     artifact = model_dir.find_artifact(args.model)
     overrides = {} if args.precision is None else {"precision": args.precision}
     engine = create_engine(artifact, Settings.from_env(model_dir=args.model, **overrides))
+    if args.field is not None:
+        return calibrate_for_field(args, artifact, engine)
     (train_pixels, train_targets), (val_pixels, _) = known_images(artifact, args, engine.input_size)
     train_out = run_engine(engine.predict, train_pixels)
     val_out = run_engine(engine.predict, val_pixels)
@@ -95,6 +104,73 @@ def calibrate(args: argparse.Namespace) -> dict:
         f"({METHOD}, keeps {100 * args.acceptance:.1f}% of known)"
     )
     return calibration
+
+
+def known_photos(paths: list[Path], names: list[str], labels: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and targets (in the model's label order) of the photos whose class name the model knows."""
+    index = {label: i for i, label in enumerate(labels)}
+    kept = [i for i, name in enumerate(names) if name in index]
+    return ds.load_pixels([paths[i] for i in kept], size), np.array([index[names[i]] for i in kept], np.int64)
+
+
+def calibrate_for_field(args: argparse.Namespace, artifact: model_dir.Artifact, engine) -> dict:
+    """The finishing's field-aware verdict (training/verdict.py) for this directory and engine, then its
+    numbers on the photos that only report: the field report half and the held-out unknown photos."""
+    labels, size = artifact.labels, engine.input_size
+    data = ds.scan_folder(args.data, ds.read_label_map(args.labels))
+    train_idx, val_idx = ds.validation_split(data, args.val_fraction, args.seed)
+    split = ds.field_split(args.field, data.folders, args.field_val_fraction, args.seed)
+
+    def lab(indices):
+        return known_photos(data.paths, [data.labels[data.targets[i]] for i in indices], labels, size)
+
+    def field(indices):
+        names = [data.labels[split.targets[i]] for i in indices]
+        return known_photos([split.paths[i] for i in indices], names, labels, size)
+
+    def outputs(part: tuple[np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray]:
+        return run_engine(engine.predict, part[0]), part[1]
+
+    lab_train, field_train = lab(train_idx), field(split.train_idx)
+    train_pixels = np.concatenate([lab_train[0], field_train[0]])
+    train = outputs((train_pixels, np.concatenate([lab_train[1], field_train[1]])))
+    validation, calibration = outputs(lab(val_idx)), outputs(field(split.calibration_idx))
+    chosen = ds.unknowns_by_kind(args.outliers, args.field, held_out=False)
+    loaded = {kind: ds.load_pixels(paths, size) for kind, paths in chosen.items() if paths}
+    unknowns = {
+        kind: run_engine(engine.predict, pixels)
+        for kind, pixels in ood.selection_by_kind(loaded, lab_train[0], args.seed).items()
+    }
+    fitted = verdict.fit(train, validation, calibration, unknowns, labels)
+    filename, key = model_dir.domain_calibration(engine.precision)
+    fitted.stats.save(artifact.directory / filename)
+    on = f"validation split, {len(validation[1])} images, and {len(calibration[1])} field photos"
+    calibration_record = {**verdict.metadata(fitted, on), "engine": f"{engine.name}/{engine.precision}"}
+    model_dir.update_metadata(artifact.directory, **{key: calibration_record})
+    print(f"wrote {artifact.directory / filename} and model.json {key} ({engine.name}/{engine.precision})")
+    report_held_out(fitted, outputs(field(split.report_idx)), validation, args, engine, labels)
+    return calibration_record
+
+
+def report_held_out(fitted: verdict.FieldVerdict, report: tuple, validation: tuple, args, engine, labels) -> None:
+    """Accepted, right and harm on the field report half and lab validation, and the held-out unknown photos
+    rejected by kind; without and with the crop hint (every crop for the unknown photos)."""
+    plain = crop_hint.Point(fitted.point.threshold, fitted.point.floor, 0.0)
+    held = ds.unknowns_by_kind(args.outliers, args.field, held_out=True)
+    size = engine.input_size
+    unknown_out = {kind: run_engine(engine.predict, ds.load_pixels(p, size)) for kind, p in held.items() if p}
+    stats = fitted.stats
+    for name, point, hinted in (("no hint", plain, False), ("true crop as hint", fitted.hint, True)):
+        print(f"{name}: {point}")
+        for part, (out, targets) in (("field report half", report), ("lab validation", validation)):
+            photos = crop_hint.known_photos(stats, out, targets, labels)
+            if not hinted:  # right: the best label over all labels
+                best = out["probabilities"].argmax(1) == targets
+                photos = crop_hint.Photos(photos.score, photos.top, photos.top, best)
+            print(f"  {part:20} {crop_hint.shares(point, photos)} of {len(targets)}")
+        for kind, out in unknown_out.items():
+            photos = crop_hint.unknown_photos(stats, out, labels)
+            print(f"  {kind + ' (held out)':20} rejected {1 - crop_hint.shares(point, photos)['accepted']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:

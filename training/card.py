@@ -34,6 +34,7 @@ class CardFacts:
     origin: str = ""  # with --finish-from: where the given weights came from (training.soup.describe)
     field: dict = field(default_factory=dict)  # training.report.field_report of the field report half
     operating_point: object = None  # training.ood.OperatingPoint, with field photos
+    hint: object = None  # training.crop_hint.Point, with field photos
 
 
 FIELD_CITATION = (
@@ -59,15 +60,35 @@ the other half (below) only reports. *Right*: accepted and correct; *harm*: acce
 
 The verdict's operating point: the in-domain threshold and the floor on the model's top probability that
 get the most calibration-half field photos right with at most {_pct(ood.FIELD_HARM_LIMIT, 0)} of them accepted
-and wrong, while {_pct(ood.SELECTION_REJECTION, 0)} of the selection set's unknown photos are rejected and
+and wrong, while {_rejection_targets()} of the selection set's unknown photos are rejected and
 {_pct(ood.LAB_ACCEPTANCE_FLOOR, 0)} of lab validation leaves accepted; distance weight {point.weight:g},
 threshold {point.threshold:.3f}, probability floor {point.floor:g}
 (calibration half: {_pct(point.field_right)} right, {_pct(point.field_harm)} harm, {_pct(point.field_accepted)}
-accepted; lab validation accepted {_pct(point.lab_accepted)}; selection set rejected {_pct(point.selection_rejected)}).
+accepted; lab validation accepted {_pct(point.lab_accepted)}; selection set rejected {_rejected(point)}).
+{_hint_sentence(facts)}
 
 **No field photos for:** {", ".join(missing) or "none"}. Their field numbers are unknown.
 
 """
+
+
+def _rejection_targets() -> str:
+    return " and ".join(f"{_pct(share, 0)} of {kind}" for kind, share in ood.UNKNOWN_REJECTION.items())
+
+
+def _rejected(point) -> str:
+    return ", ".join(f"{kind} {_pct(share)}" for kind, share in point.unknown_rejected.items())
+
+
+def _hint_sentence(facts) -> str:
+    hint = facts.hint
+    if hint is None:
+        return ""
+    return (
+        f"A photo sent with a crop hint is judged by its own point (training/crop_hint.py): threshold "
+        f"{hint.threshold:.3f}, top probability at least {hint.overall_floor:g} over all labels and "
+        f"{hint.crop_floor:g} among the crop's."
+    )
 
 
 def _pct(value: float | None, digits: int = 1) -> str:

@@ -15,6 +15,11 @@ import numpy as np
 from util import leaf
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+FIELD_VAL_FRACTION = 0.2  # of each class's field photos held out (half chooses, half reports)
+OTHER_PLANTS = "_other_plants"  # in a field folder: photos of plants we do not serve
+# The kinds of unknown photos; each has its own rejection target (training/ood.UNKNOWN_REJECTION).
+NOT_A_PLANT, OTHER_PLANT = "not a plant", "other plants"
+OTHER_PLANT_FOLDERS = ("near", OTHER_PLANTS)  # folders of plants that are not ours; any other holds no plant
 log = logging.getLogger(__name__)
 
 
@@ -129,6 +134,26 @@ def split_outliers(paths: Sequence[Path], held_out_share: float = 0.5) -> tuple[
         bucket = int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (held_out if bucket < held_out_share else train).append(path)
     return train, held_out
+
+
+def unknown_kind(path: Path) -> str:
+    return OTHER_PLANT if path.parent.name in OTHER_PLANT_FOLDERS else NOT_A_PLANT
+
+
+def other_plant_photos(field: Path | None) -> list[Path]:
+    """The field folder's photos of plants we do not serve (none without the folder)."""
+    folder = None if field is None else field / OTHER_PLANTS
+    return list_images(folder) if folder is not None and folder.is_dir() else []
+
+
+def unknowns_by_kind(outliers: Path | None, field: Path | None, held_out: bool) -> dict[str, list[Path]]:
+    """The non-leaf photos and other plants' field photos, by kind: the half training sees (and the
+    verdict's operating point is chosen on) or, with ``held_out``, the half that only reports."""
+    found: dict[str, list[Path]] = {NOT_A_PLANT: [], OTHER_PLANT: []}
+    for photos in (list_images(outliers) if outliers else [], other_plant_photos(field)):
+        for path in split_outliers(photos)[1 if held_out else 0]:
+            found[unknown_kind(path)].append(path)
+    return found
 
 
 # ## Group-aware splits: near-copies of one photo stay on one side.

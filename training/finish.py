@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import card, ood, report
+from training import card, crop_hint, ood, report, verdict
 from training.augment import field_proxy_images
 from training.data import class_counts
 from training.evaluation import Evaluation, plot_confusion, plot_history, plot_scores, run_engine
@@ -213,33 +213,36 @@ class Calibration:
     operating_point: ood.OperatingPoint | None = None  # with field photos: the field-aware threshold
     field_trials: list[ood.OperatingPoint] = dataclass_field(default_factory=list)
     field_outputs: dict[str, np.ndarray] | None = None  # the engine's outputs on the field report photos
+    hint: crop_hint.Point | None = None  # with field photos: the operating point for hinted photos
 
 
-def calibrate(model, data, groups: dict[str, np.ndarray], unknown_pixels: np.ndarray) -> Calibration:
+def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration:
     """Fit the in-domain statistics on training images (lab and field), then the verdict: with field photos,
-    the field-aware operating point (ood.choose_operating_point); without, the distance weight on the
-    selection set and the threshold on lab validation. Report every group."""
+    the field-aware operating point and crop-hint point (training/verdict.py); without, the distance weight
+    on the selection set and the threshold on lab validation. Report every group."""
     engine = engine_for(model)
     field = data.field
     train_out = run_engine(engine, np.concatenate([data.pixels[data.train_idx], field.pixels[field.train_idx]]))
     train_targets = np.concatenate([data.dataset.targets[data.train_idx], field.targets[field.train_idx]])
     val_out = run_engine(engine, data.pixels[data.val_idx])
-    stats = ood.fit_statistics(
-        train_out["logits"], train_out["features"], train_targets, val_out["logits"], val_out["features"]
-    )
-    unknown_out = run_engine(engine, unknown_pixels)
-    point, field_trials, report_out = None, [], None
+    point, field_trials, report_out, hint = None, [], None, None
     if len(field.calibration_idx):
-        field_out = run_engine(engine, field.pixels[field.calibration_idx])
-        reference = {key: np.concatenate([val_out[key], field_out[key]]) for key in ("logits", "features")}
-        stats, point, field_trials = ood.choose_operating_point(
-            stats, reference, val_out, field_out, field.targets[field.calibration_idx], unknown_out
+        unknowns = {kind: run_engine(engine, pixels) for kind, pixels in selection_by_kind(config, data).items()}
+        fitted = verdict.fit(
+            (train_out, train_targets),
+            (val_out, data.dataset.targets[data.val_idx]),
+            (run_engine(engine, field.pixels[field.calibration_idx]), field.targets[field.calibration_idx]),
+            unknowns,
+            data.dataset.labels,
         )
+        stats, point, field_trials, hint = fitted.stats, fitted.point, fitted.trials, fitted.hint
         threshold, trials = point.threshold, []
-        log.info("operating point %s of %s", point.as_dict(), [t.as_dict() for t in field_trials])
         report_out = run_engine(engine, field.pixels[field.report_idx])
     else:
-        stats, trials = ood.choose_distance_weight(stats, val_out, unknown_out)
+        stats = ood.fit_statistics(
+            train_out["logits"], train_out["features"], train_targets, val_out["logits"], val_out["features"]
+        )
+        stats, trials = ood.choose_distance_weight(stats, val_out, run_engine(engine, selection_set(config, data)))
         log.info("distance weight %g of %s", stats.distance_weight, [t.as_dict() for t in trials])
         threshold = ood.threshold_for(stats.scores(val_out["logits"], val_out["features"]))
     check = DomainCheck(stats, threshold, 0.0 if point is None else point.floor)
@@ -251,7 +254,17 @@ def calibrate(model, data, groups: dict[str, np.ndarray], unknown_pixels: np.nda
     for name, pixels in groups.items():
         out = run_engine(engine, pixels)
         scores[name] = check.verdict_scores(out["logits"], out["features"])
-    return Calibration(stats, threshold, scores, trials, point, field_trials, report_out)
+    return Calibration(stats, threshold, scores, trials, point, field_trials, report_out, hint)
+
+
+def selection_by_kind(config, data) -> dict[str, np.ndarray]:
+    """The unknown photos that choose the field operating point, by kind (training/ood.selection_by_kind)."""
+    from training import data as ds
+
+    found = ds.unknowns_by_kind(config.outliers, config.field, held_out=False)
+    cache = config.work_dir / "cache"
+    loaded = {kind: ds.load_pixels(paths, config.input_size, cache) for kind, paths in found.items() if paths}
+    return ood.selection_by_kind(loaded, data.pixels[data.train_idx], config.seed)
 
 
 def field_proxy_set(data, seed: int) -> np.ndarray | None:
@@ -267,7 +280,11 @@ def field_numbers(data, calibration: Calibration, labels: list[str]) -> dict:
     if out is None:
         return {}
     known = calibration.scores["validation field photos (report half, known)"] >= calibration.threshold
-    return report.field_report(out["probabilities"], data.field.targets[data.field.report_idx], known, labels)
+    targets = data.field.targets[data.field.report_idx]
+    hinted = None
+    if calibration.hint is not None:
+        hinted = crop_hint.accepted_with_true_crop(calibration.stats, calibration.hint, out, targets, labels)
+    return report.field_report(out["probabilities"], targets, known, labels, hinted)
 
 
 def read_history(work_dir: Path) -> list[dict]:
@@ -285,17 +302,19 @@ def training_record(command: str, history: list[dict]) -> dict:
 
 
 def in_domain_metadata(calibration: Calibration, data, known_images: int) -> dict:
-    """model.json's ``in_domain``: the method, threshold and operating point the service judges by."""
+    """model.json's ``in_domain``: the method, threshold and operating points the service judges by."""
+    calibrated_on = f"validation split, {known_images} images"
     point = calibration.operating_point
-    return {
-        "method": METHOD,
-        "threshold": calibration.threshold,
-        "target_acceptance": ood.TARGET_ACCEPTANCE if point is None else point.lab_accepted,
-        "calibrated_on": f"validation split, {known_images} images"
-        + ("" if point is None else f", and {len(data.field.calibration_idx)} field photos"),
-        "distance_weight": calibration.stats.distance_weight,
-        **({} if point is None else {"field_harm_limit": ood.FIELD_HARM_LIMIT, "probability_floor": point.floor}),
-    }
+    if point is None or calibration.hint is None:
+        return {
+            "method": METHOD,
+            "threshold": calibration.threshold,
+            "target_acceptance": ood.TARGET_ACCEPTANCE,
+            "calibrated_on": calibrated_on,
+            "distance_weight": calibration.stats.distance_weight,
+        }
+    fitted = verdict.FieldVerdict(calibration.stats, point, calibration.field_trials, calibration.hint)
+    return verdict.metadata(fitted, f"{calibrated_on}, and {len(data.field.calibration_idx)} field photos")
 
 
 def evaluation_record(
@@ -360,7 +379,7 @@ def finish(config, data, trained) -> Path:
     evaluation = Evaluation(labels, val_targets, run_engine(engine, data.pixels[data.val_idx])["probabilities"])
     summary = evaluation.summary()
     groups = outlier_groups(config, data)
-    calibration = calibrate(chosen.model, data, groups, selection_set(config, data))
+    calibration = calibrate(chosen.model, config, data, groups)
     calibration.stats.save(out / model_dir.DOMAIN_FILE)
     threshold, scores = calibration.threshold, calibration.scores
     known = scores["validation (known)"]
@@ -398,6 +417,7 @@ def finish(config, data, trained) -> Path:
         origin="" if config.finish_from is None else describe(config.finish_from),
         field=field_summary,
         operating_point=point,
+        hint=calibration.hint,
     )
     (out / model_dir.CARD_FILE).write_text(card.render(facts), encoding="utf-8")
     log.info("wrote %s: validation top-1 %.4f", out, summary["top1"])

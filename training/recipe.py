@@ -21,7 +21,6 @@ from training.augment import AugmentConfig, leaf_masks, make_augmenter
 from util import leaf
 
 log = logging.getLogger("train")
-OTHER_PLANTS = "_other_plants"  # in a field folder: photos of plants we do not serve (outlier exposure)
 
 
 # ## Configuration: parsed once, frozen, rendered into the model card.
@@ -52,7 +51,7 @@ class TrainConfig:
     precision: str = "mixed_bfloat16"
     field: Path | None = None  # field photos: class folders as in --data, plus _other_plants/
     field_share: float = 0.35  # batch share of field photos (they are few: oversampled)
-    field_val_fraction: float = 0.2  # of each class's field photos, never trained on (half chooses, half reports)
+    field_val_fraction: float = ds.FIELD_VAL_FRACTION  # of each class's field photos, never trained on
     synthetic_outliers: int = 0  # per kind (noise, solid colour, shuffled leaf patches) trained towards uniform
     init_from: Path | None = None
     finish_from: Path | None = None
@@ -121,9 +120,7 @@ def load_data(config: TrainConfig) -> TrainingData:
         cache.mkdir(parents=True, exist_ok=True)
         np.save(masks_file, leaf_masks(pixels))
     outlier_train, outlier_held = ds.split_outliers(ds.list_images(config.outliers) if config.outliers else [])
-    other_train, other_held = ds.split_outliers(
-        ds.list_images(config.field / OTHER_PLANTS) if config.field and (config.field / OTHER_PLANTS).is_dir() else []
-    )
+    other_train, other_held = ds.split_outliers(ds.other_plant_photos(config.field))
     field = load_field(config, dataset, cache)
     size = config.input_size
     empty = np.zeros((0, size, size, 3), np.uint8)

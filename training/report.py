@@ -30,8 +30,16 @@ def _share(hits: int, total: int) -> dict:
     return {"share": hits / total if total else None, "count": int(hits), "interval_95": [low, high]}
 
 
-def field_report(probabilities: np.ndarray, targets: np.ndarray, known: np.ndarray, labels: Sequence[str]) -> dict:
-    """Best guess (alone and with the crop), accepted, right, harm; overall and per class."""
+def field_report(
+    probabilities: np.ndarray,
+    targets: np.ndarray,
+    known: np.ndarray,
+    labels: Sequence[str],
+    known_with_crop: np.ndarray | None = None,
+) -> dict:
+    """Best guess (alone and with the crop), accepted, right, harm; overall and per class. ``known_with_crop``:
+    the verdict on each photo sent with its true crop (the model's crop-hint point; default ``known``)."""
+    known_with_crop = known if known_with_crop is None else known_with_crop
     correct = probabilities.argmax(axis=1) == targets
     with_crop = with_crop_predictions(probabilities, targets, labels) == targets
     total = len(targets)
@@ -57,8 +65,9 @@ def field_report(probabilities: np.ndarray, targets: np.ndarray, known: np.ndarr
         "accepted": _share(int(known.sum()), total),
         "right": _share(int((known & correct).sum()), total),
         "harm": _share(int((known & ~correct).sum()), total),
-        "right_with_crop": _share(int((known & with_crop).sum()), total),
-        "harm_with_crop": _share(int((known & ~with_crop).sum()), total),
+        "accepted_with_crop": _share(int(known_with_crop.sum()), total),
+        "right_with_crop": _share(int((known_with_crop & with_crop).sum()), total),
+        "harm_with_crop": _share(int((known_with_crop & ~with_crop).sum()), total),
         "per_class": per_class,
     }
 

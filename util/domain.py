@@ -98,8 +98,9 @@ class DomainStatistics:
 class HintPoint:
     """The operating point for a photo sent with a crop hint (model.json ``in_domain.crop_hint``): the score
     threshold, the floor on the top probability over all labels, and a floor on the top probability among
-    the hinted crop's labels, which says more about the answer shown. Chosen by ``python -m
-    bench.crop_verdict`` for more field photos right with no more harm, lab leaves or unknown photos let by."""
+    the hinted crop's labels, which says more about the answer shown. Chosen by training/crop_hint.py (the
+    finishing, or ``python -m training.calibrate --field``) for the most field photos right within the same
+    harm limit and unknown-photo rejection targets as the plain point."""
 
     threshold: float
     probability_floor: float

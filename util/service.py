@@ -413,7 +413,16 @@ def combined_verdict(accepted: Sequence[Judged]) -> Verdict:
     return max(verdicts, key=lambda verdict: verdict.score or 0.0)
 
 
-FIELD_MEASURES = ("best_guess", "best_guess_with_crop", "accepted", "right", "harm")
+FIELD_MEASURES = (
+    "best_guess",
+    "best_guess_with_crop",
+    "accepted",
+    "right",
+    "harm",
+    "accepted_with_crop",
+    "right_with_crop",
+    "harm_with_crop",
+)
 
 
 def _share(measure: Any) -> float | None:

@@ -238,6 +238,9 @@ field_model = ns.model(
         "accepted": NullableFloat(description="Share the in-domain verdict accepted", example=0.247),
         "right": NullableFloat(description="Accepted and correct", example=0.157),
         "harm": NullableFloat(description="Accepted and wrong", example=0.091),
+        "accepted_with_crop": NullableFloat(description="Accepted, each sent with its true crop", example=0.4),
+        "right_with_crop": NullableFloat(description="Accepted and correct, with the true crop", example=0.35),
+        "harm_with_crop": NullableFloat(description="Accepted and wrong, with the true crop", example=0.05),
     },
 )
 measured_model = ns.model(
