@@ -161,9 +161,10 @@ def synthetic_outliers(leaves: np.ndarray, count: int, seed: int) -> dict[str, n
 
 # ## The operating point for field photos: accept as many of them right as the harm limit allows.
 
-# Accepted-and-wrong share of the field calibration photos. The target is 15% on hidden photos; at one point the
-# two held-out halves (about 180 photos each) differed by up to 5 points in harm, so the margin is 5.
-FIELD_HARM_LIMIT = 0.10
+# Accepted-and-wrong share of the field calibration photos. The target is 15% on hidden photos; at the points
+# tried on the 2026-12-07 model the report half's harm came out up to 6 points above the calibration half's
+# (about 180 photos each: 9.4% -> 15.2%), so the margin is 7.
+FIELD_HARM_LIMIT = 0.08
 # Share of each kind of unknown photo the point must still reject. The targets on hidden photos from other
 # sources are 95% of non-plant photos and 75% of other plants' leaves; the margins are for those sources.
 # One pooled figure let the easy non-plant photos hide how many other plants got through (and forbade
