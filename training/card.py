@@ -60,9 +60,9 @@ the other half (below) only reports. *Right*: accepted and correct; *harm*: acce
 
 The verdict's operating point: the in-domain threshold and the floor on the model's top probability that
 get the most calibration-half field photos right with at most {_pct(ood.FIELD_HARM_LIMIT, 0)} of them accepted
-and wrong, while {_rejection_targets()} of the selection set's unknown photos are rejected and
-{_pct(ood.LAB_ACCEPTANCE_FLOOR, 0)} of lab validation leaves accepted; distance weight {point.weight:g},
-threshold {point.threshold:.3f}, probability floor {point.floor:g}
+and wrong, while the selection set's unknown photos are rejected at {_rejection_targets()} and,
+where any point allows it, {_pct(ood.LAB_ACCEPTANCE_FLOOR, 0)} of lab validation leaves accepted;
+distance weight {point.weight:g}, threshold {point.threshold:.3f}, probability floor {point.floor:g}
 (calibration half: {_pct(point.field_right)} right, {_pct(point.field_harm)} harm, {_pct(point.field_accepted)}
 accepted; lab validation accepted {_pct(point.lab_accepted)}; selection set rejected {_rejected(point)}).
 {_hint_sentence(facts)}
@@ -73,7 +73,7 @@ accepted; lab validation accepted {_pct(point.lab_accepted)}; selection set reje
 
 
 def _rejection_targets() -> str:
-    return " and ".join(f"{_pct(share, 0)} of {kind}" for kind, share in ood.UNKNOWN_REJECTION.items())
+    return " and ".join(f"{_pct(share, 0)} ({kind})" for kind, share in ood.UNKNOWN_REJECTION.items())
 
 
 def _rejected(point) -> str:
