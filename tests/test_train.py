@@ -416,3 +416,11 @@ def test_near_copies_in_any_orientation_stay_on_one_side_of_the_split():
     train_idx, val_idx = ds.grouped_split(targets, groups, 0.34, 1)
     assert len(val_idx) == 6  # two whole groups of three
     assert not set(groups[train_idx]) & set(groups[val_idx])
+
+
+def test_quantize_gives_the_int8_calibration_every_argument_calibrate_reads():
+    from training import calibrate, quantize
+
+    given = ["plantnet", "--data", str(TINY_DATA)]
+    expected = set(vars(calibrate.parse_args(given))) - {"precision", "acceptance"}  # quantize sets these two
+    assert expected <= set(vars(quantize.parse_args(given)))

@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=300, help="training images to calibrate on")
     p.add_argument("--outliers", type=Path, help="non-leaf photos for the int8 verdict's calibration (calibrate.py)")
     p.add_argument(
+        "--field",
+        type=Path,
+        help="field photos: the int8 verdict gets the finishing's field operating point and crop-hint point",
+    )
+    p.add_argument("--field-val-fraction", type=float, default=ds.FIELD_VAL_FRACTION, help="as train.py's")
+    p.add_argument(
         "--accuracy-control",
         action="store_true",
         help="NNCF quantize_with_accuracy_control: keep ops in float until validation top-1 drops <= --max-drop",
