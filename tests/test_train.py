@@ -152,8 +152,11 @@ def test_calibrate_chooses_the_field_verdict_and_crop_hint_point_for_an_engine(t
 
     from training import calibrate
 
+    from util.domain import DomainStatistics
+
     model = shutil.copytree(trained_with_field, tmp_path / "model")
     finished = find_artifact(model).metadata["in_domain"]
+    fitted = DomainStatistics.load(model / DOMAIN_FILE)
     (model / DOMAIN_FILE).unlink()
     data = ("--data", str(TINY_DATA), "--labels", str(TINY_LABELS_TSV), "--outliers", str(TINY_OUTLIERS))
     field = ("--field", str(TINY_FIELD), "--field-val-fraction", "0.34", "--precision", "f32")
@@ -162,6 +165,10 @@ def test_calibrate_chooses_the_field_verdict_and_crop_hint_point_for_an_engine(t
     assert (model / DOMAIN_FILE).exists() and calibration["engine"].endswith("/f32")
     for key in ("field_harm_limit", "probability_floor", "crop_hint", "unknown_rejection", "distance_weight"):
         assert type(calibration[key]) is type(finished[key]), key  # the finishing's record, for this engine
+    # Fitted on the same training photos with the same targets, through another engine: the same statistics.
+    again = DomainStatistics.load(model / DOMAIN_FILE)
+    assert again.energy_mean == pytest.approx(fitted.energy_mean, rel=0.02)
+    assert again.distance_mean == pytest.approx(fitted.distance_mean, rel=0.02)
 
 
 def separable(shift_features: float, shift_energy: float, seed: int = 0):

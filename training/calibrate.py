@@ -121,12 +121,14 @@ def calibrate_for_field(args: argparse.Namespace, artifact: model_dir.Artifact, 
     train_idx, val_idx = ds.validation_split(data, args.val_fraction, args.seed)
     split = ds.field_split(args.field, data.folders, args.field_val_fraction, args.seed)
 
+    lab_names = [data.labels[t] for t in data.targets]
+    field_names = [data.labels[t] for t in split.targets]
+
     def lab(indices):
-        return known_photos(data.paths, [data.labels[data.targets[i]] for i in indices], labels, size)
+        return known_photos([data.paths[i] for i in indices], [lab_names[i] for i in indices], labels, size)
 
     def field(indices):
-        names = [data.labels[split.targets[i]] for i in indices]
-        return known_photos([split.paths[i] for i in indices], names, labels, size)
+        return known_photos([split.paths[i] for i in indices], [field_names[i] for i in indices], labels, size)
 
     def outputs(part: tuple[np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray]:
         return run_engine(engine.predict, part[0]), part[1]
