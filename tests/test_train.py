@@ -151,7 +151,6 @@ def test_calibrate_chooses_the_field_verdict_and_crop_hint_point_for_an_engine(t
     import shutil
 
     from training import calibrate
-
     from util.domain import DomainStatistics
 
     model = shutil.copytree(trained_with_field, tmp_path / "model")
