@@ -143,11 +143,9 @@ def field_photos(args: argparse.Namespace, data: ds.Dataset, labels: list[str], 
     targets = np.array([model_index[data.labels[split.targets[i]]] for i in kept], np.int64)
     outputs = run_engine(engine.predict, ds.load_pixels([split.paths[i] for i in kept], engine.input_size))
     known = np.array([v.known for v in check.judge(outputs["logits"], outputs["features"])], bool)
-    hint = check.hint_point
     hinted = None
-    if hint is not None and check.statistics is not None:
-        point = crop_hint.Point(hint.threshold, hint.probability_floor, hint.crop_probability_floor)
-        hinted = crop_hint.accepted_with_true_crop(check.statistics, point, outputs, targets, labels)
+    if check.hint_point is not None and check.statistics is not None:
+        hinted = crop_hint.accepted_with_true_crop(check.statistics, check.hint_point, outputs, targets, labels)
     field = report.field_report(outputs["probabilities"], targets, known, labels, hinted)
     print(f"\nfield photos ({args.field_part} part of {args.field}):\n{report.field_table(field)}")
     return field

@@ -24,6 +24,7 @@ from training import crop_hint
 from training import data as ds
 from util.batcher import wait
 from util.config import Settings
+from util.domain import HintPoint
 from util.service import DiagnosisService
 
 CHUNK = 32
@@ -69,19 +70,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         unknowns = {
             kind: crop_hint.unknown_photos(stats, engine_outputs(service, p), labels) for kind, p in held.items()
         }
-        points = [
-            (
-                "without the hint's point",
-                crop_hint.Point(service.domain.threshold, service.domain.probability_floor, 0.0),
-            )
-        ]
-        if (hint := service.domain.hint_point) is not None:
-            points.append(
-                (
-                    "the model's crop_hint",
-                    crop_hint.Point(hint.threshold, hint.probability_floor, hint.crop_probability_floor),
-                )
-            )
+        plain = HintPoint(service.domain.threshold, service.domain.probability_floor, 0.0)
+        points = [("without the hint's point", plain)]
+        if service.domain.hint_point is not None:
+            points.append(("the model's crop_hint", service.domain.hint_point))
         for name, point in points:
             print(f"{name}: {point}")
             for part, photos in sets.items():

@@ -396,20 +396,21 @@ def test_unknown_photos_are_sorted_into_plants_and_no_plants(tmp_path):
 
 def test_the_crop_hint_point_uses_the_floor_within_the_crop_to_get_more_right():
     from training import crop_hint
+    from util.domain import HintPoint
 
     # Known field photos: right when the model is sure within the crop (0.9), wrong when it is not (0.55).
     sure = np.array([0.9, 0.9, 0.55] * 10)
     field = crop_hint.Photos(np.full(30, 0.5), np.full(30, 0.5), sure, sure > 0.6)
     lab = crop_hint.Photos(np.full(50, 0.5), np.full(50, 0.9), np.full(50, 0.95), np.ones(50, bool))
     unknown = crop_hint.Photos(np.full(40, 0.5), np.full(40, 0.5), np.full(40, 0.5))
-    plain = crop_hint.Point(0.1, 0.6, 0.0)  # the unhinted point accepts no field photo (top 0.5 < 0.6)
+    plain = HintPoint(0.1, 0.6, 0.0)  # the unhinted point accepts no field photo (top 0.5 < 0.6)
     found = crop_hint.best_point(plain, field, lab, {ds.NOT_A_PLANT: unknown, ds.OTHER_PLANT: unknown})
     assert crop_hint.shares(found, field) == {
         "accepted": pytest.approx(2 / 3, abs=1e-3),
         "right": pytest.approx(2 / 3, abs=1e-3),
         "harm": 0.0,
     }
-    assert not found.accepts(unknown).any() and found.accepts(lab).all()
+    assert not crop_hint.accepts(found, unknown).any() and crop_hint.accepts(found, lab).all()
 
 
 def test_near_copies_in_any_orientation_stay_on_one_side_of_the_split():

@@ -26,7 +26,7 @@ from training import data as ds
 from training.evaluation import run_engine
 from util import model_dir
 from util.config import Settings
-from util.domain import METHOD
+from util.domain import METHOD, HintPoint
 from util.engine import create_engine
 
 log = logging.getLogger("calibrate")
@@ -157,7 +157,7 @@ def calibrate_for_field(args: argparse.Namespace, artifact: model_dir.Artifact, 
 def report_held_out(fitted: verdict.FieldVerdict, report: tuple, validation: tuple, args, engine, labels) -> None:
     """Accepted, right and harm on the field report half and lab validation, and the held-out unknown photos
     rejected by kind; without and with the crop hint (every crop for the unknown photos)."""
-    plain = crop_hint.Point(fitted.point.threshold, fitted.point.floor, 0.0)
+    plain = HintPoint(fitted.point.threshold, fitted.point.floor, 0.0)
     held = ds.unknowns_by_kind(args.outliers, args.field, held_out=True)
     size = engine.input_size
     unknown_out = {kind: run_engine(engine.predict, ds.load_pixels(p, size)) for kind, p in held.items() if p}

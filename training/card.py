@@ -34,7 +34,7 @@ class CardFacts:
     origin: str = ""  # with --finish-from: where the given weights came from (training.soup.describe)
     field: dict = field(default_factory=dict)  # training.report.field_report of the field report half
     operating_point: object = None  # training.ood.OperatingPoint, with field photos
-    hint: object = None  # training.crop_hint.Point, with field photos
+    hint: object = None  # util.domain.HintPoint, with field photos
 
 
 FIELD_CITATION = (
@@ -86,8 +86,8 @@ def _hint_sentence(facts) -> str:
         return ""
     return (
         f"A photo sent with a crop hint is judged by its own point (training/crop_hint.py): threshold "
-        f"{hint.threshold:.3f}, top probability at least {hint.overall_floor:g} over all labels and "
-        f"{hint.crop_floor:g} among the crop's."
+        f"{hint.threshold:.3f}, top probability at least {hint.probability_floor:g} over all labels and "
+        f"{hint.crop_probability_floor:g} among the crop's."
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.ood import FIELD_HARM_LIMIT, THRESHOLD_GRID, meets_rejection_targets
-from util.domain import DomainStatistics, top_probability
+from util.domain import DomainStatistics, HintPoint, top_probability
 from util.labels import crop_of, restrict_to_crop
 
 OVERALL_FLOORS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -35,25 +35,23 @@ class Photos:
     right: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class Point:
-    threshold: float
-    overall_floor: float
-    crop_floor: float
+def accepts(point: HintPoint, photos: Photos) -> np.ndarray:
+    """What the service's DomainCheck.with_hint decides for each row, on arrays."""
+    return (
+        (photos.score >= point.threshold)
+        & (photos.top >= point.probability_floor)
+        & (photos.crop_top >= point.crop_probability_floor)
+    )
 
-    def accepts(self, photos: Photos) -> np.ndarray:
-        return (
-            (photos.score >= self.threshold) & (photos.top >= self.overall_floor) & (photos.crop_top >= self.crop_floor)
-        )
 
-    def as_metadata(self, chosen_by: str) -> dict:
-        """``in_domain.crop_hint`` as util.domain.HintPoint reads it."""
-        return {
-            "threshold": round(self.threshold, 6),
-            "probability_floor": self.overall_floor,
-            "crop_probability_floor": self.crop_floor,
-            "chosen_by": chosen_by,
-        }
+def as_metadata(point: HintPoint, chosen_by: str) -> dict:
+    """``in_domain.crop_hint`` as util.domain.HintPoint.from_calibration reads it."""
+    return {
+        "threshold": round(point.threshold, 6),
+        "probability_floor": point.probability_floor,
+        "crop_probability_floor": point.crop_probability_floor,
+        "chosen_by": chosen_by,
+    }
 
 
 def known_photos(stats: DomainStatistics, out: dict[str, np.ndarray], targets: np.ndarray, labels: list[str]) -> Photos:
@@ -67,10 +65,10 @@ def known_photos(stats: DomainStatistics, out: dict[str, np.ndarray], targets: n
 
 
 def accepted_with_true_crop(
-    stats: DomainStatistics, point: Point, out: dict[str, np.ndarray], targets: np.ndarray, labels: list[str]
+    stats: DomainStatistics, point: HintPoint, out: dict[str, np.ndarray], targets: np.ndarray, labels: list[str]
 ) -> np.ndarray:
     """Whether ``point`` accepts each known photo sent with its true crop as the hint."""
-    return point.accepts(known_photos(stats, out, targets, labels))
+    return accepts(point, known_photos(stats, out, targets, labels))
 
 
 def unknown_photos(stats: DomainStatistics, out: dict[str, np.ndarray], labels: list[str]) -> Photos:
@@ -82,30 +80,30 @@ def unknown_photos(stats: DomainStatistics, out: dict[str, np.ndarray], labels: 
     return Photos(np.repeat(score, n), np.repeat(top, n), np.array(per_hint))
 
 
-def shares(point: Point, photos: Photos) -> dict[str, float]:
+def shares(point: HintPoint, photos: Photos) -> dict[str, float]:
     """Accepted share, and for known photos right and harm."""
-    accepted = point.accepts(photos)
+    accepted = accepts(point, photos)
     result = {"accepted": float(accepted.mean())}
     if photos.right is not None:
         result |= {"right": float((accepted & photos.right).mean()), "harm": float((accepted & ~photos.right).mean())}
     return {name: round(value, 3) for name, value in result.items()}
 
 
-def best_point(plain: Point, calibration: Photos, lab: Photos, unknowns: dict[str, Photos]) -> Point:
+def best_point(plain: HintPoint, calibration: Photos, lab: Photos, unknowns: dict[str, Photos]) -> HintPoint:
     """The most calibration photos right within the limits above; ``plain`` (the unhinted verdict's point,
     without a crop floor) when no point does better."""
     assert calibration.right is not None
-    lab_floor = plain.accepts(lab).mean() - LAB_SLACK
-    best, most_right = plain, (plain.accepts(calibration) & calibration.right).mean()
+    lab_floor = accepts(plain, lab).mean() - LAB_SLACK
+    best, most_right = plain, (accepts(plain, calibration) & calibration.right).mean()
     for overall in OVERALL_FLOORS:
         for crop in CROP_FLOORS:
             for threshold in THRESHOLD_GRID:
-                point = Point(float(threshold), overall, crop)
-                accepted = point.accepts(calibration)
+                point = HintPoint(float(threshold), overall, crop)
+                accepted = accepts(point, calibration)
                 right = (accepted & calibration.right).mean()
                 if right <= most_right or (accepted & ~calibration.right).mean() > FIELD_HARM_LIMIT:
                     continue
-                rejected = {kind: float((~point.accepts(photos)).mean()) for kind, photos in unknowns.items()}
-                if point.accepts(lab).mean() >= lab_floor and meets_rejection_targets(rejected):
+                rejected = {kind: float((~accepts(point, photos)).mean()) for kind, photos in unknowns.items()}
+                if accepts(point, lab).mean() >= lab_floor and meets_rejection_targets(rejected):
                     best, most_right = point, right
     return best

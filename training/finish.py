@@ -24,7 +24,7 @@ from training.evaluation import Evaluation, plot_confusion, plot_history, plot_s
 from training.recalibrate import recalibrate_batch_norm
 from training.soup import describe, weighted_average
 from util import model_dir
-from util.domain import METHOD, DomainCheck, DomainStatistics
+from util.domain import METHOD, DomainCheck, DomainStatistics, HintPoint
 
 log = logging.getLogger("train")
 DEFAULT_OUTLIER_GROUPS = ("far", "near", "background")
@@ -213,7 +213,7 @@ class Calibration:
     operating_point: ood.OperatingPoint | None = None  # with field photos: the field-aware threshold
     field_trials: list[ood.OperatingPoint] = dataclass_field(default_factory=list)
     field_outputs: dict[str, np.ndarray] | None = None  # the engine's outputs on the field report photos
-    hint: crop_hint.Point | None = None  # with field photos: the operating point for hinted photos
+    hint: HintPoint | None = None  # with field photos: the operating point for hinted photos
 
 
 def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration:

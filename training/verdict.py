@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training import crop_hint, ood
-from util.domain import METHOD, DomainStatistics
+from util.domain import METHOD, DomainStatistics, HintPoint
 
 log = logging.getLogger(__name__)
 HINT_CHOSEN_BY = "training/crop_hint.py (field calibration half, each photo with its true crop)"
@@ -25,7 +25,7 @@ class FieldVerdict:
     stats: DomainStatistics
     point: ood.OperatingPoint
     trials: list[ood.OperatingPoint]  # the best point of each distance weight
-    hint: crop_hint.Point
+    hint: HintPoint
 
 
 def fit(
@@ -46,7 +46,7 @@ def fit(
     stats, point, trials = ood.choose_operating_point(stats, reference, lab_out, field_out, field_targets, unknowns)
     log.info("operating point %s of %s", point.as_dict(), [t.as_dict() for t in trials])
     hint = crop_hint.best_point(
-        crop_hint.Point(point.threshold, point.floor, 0.0),
+        HintPoint(point.threshold, point.floor, 0.0),
         crop_hint.known_photos(stats, field_out, field_targets, labels),
         crop_hint.known_photos(stats, lab_out, lab_targets, labels),
         {kind: crop_hint.unknown_photos(stats, out, labels) for kind, out in unknowns.items()},
@@ -67,5 +67,5 @@ def metadata(verdict: FieldVerdict, calibrated_on: str) -> dict:
         "field_harm_limit": ood.FIELD_HARM_LIMIT,
         "unknown_rejection": dict(ood.UNKNOWN_REJECTION),
         "probability_floor": point.floor,
-        "crop_hint": verdict.hint.as_metadata(HINT_CHOSEN_BY),
+        "crop_hint": crop_hint.as_metadata(verdict.hint, HINT_CHOSEN_BY),
     }
