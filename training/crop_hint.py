@@ -5,7 +5,7 @@ verdict can also ask how sure the model is among them. The point adds a floor on
 the threshold and the floor over all labels, and is searched like the plain one (training/ood.py): the
 most field calibration photos right, each sent with its true crop, with at most FIELD_HARM_LIMIT of them
 accepted and wrong, no fewer lab validation leaves accepted than the plain point (half a point of slack),
-and each kind of unknown photo rejected at UNKNOWN_REJECTION with every crop as its hint. The finishing
+and each kind of unknown photo rejected at HINTED_UNKNOWN_REJECTION with every crop as its hint. The finishing
 (training/finish.py) and ``python -m training.calibrate --field`` store it; util.domain.HintPoint reads it.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.ood import FIELD_HARM_LIMIT, THRESHOLD_GRID, meets_rejection_targets
+from training.ood import FIELD_HARM_LIMIT, HINTED_UNKNOWN_REJECTION, THRESHOLD_GRID, meets_rejection_targets
 from util.domain import DomainStatistics, HintPoint, top_probability
 from util.labels import crop_of, restrict_to_crop
 
@@ -104,6 +104,8 @@ def best_point(plain: HintPoint, calibration: Photos, lab: Photos, unknowns: dic
                 if right <= most_right or (accepted & ~calibration.right).mean() > FIELD_HARM_LIMIT:
                     continue
                 rejected = {kind: float((~accepts(point, photos)).mean()) for kind, photos in unknowns.items()}
-                if accepts(point, lab).mean() >= lab_floor and meets_rejection_targets(rejected):
+                if accepts(point, lab).mean() >= lab_floor and meets_rejection_targets(
+                    rejected, HINTED_UNKNOWN_REJECTION
+                ):
                     best, most_right = point, right
     return best

@@ -66,6 +66,7 @@ def metadata(verdict: FieldVerdict, calibrated_on: str) -> dict:
         "distance_weight": verdict.stats.distance_weight,
         "field_harm_limit": ood.FIELD_HARM_LIMIT,
         "unknown_rejection": dict(ood.UNKNOWN_REJECTION),
+        "hinted_unknown_rejection": dict(ood.HINTED_UNKNOWN_REJECTION),
         "probability_floor": point.floor,
         "crop_hint": crop_hint.as_metadata(verdict.hint, HINT_CHOSEN_BY),
     }
