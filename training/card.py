@@ -17,7 +17,8 @@ class CardFacts:
     excluded: dict[str, int]
     train_counts: dict[str, int]
     n_train: int
-    n_outliers_train: int
+    n_outliers_train: int  # real photos; the synthetic ones are counted apart
+    n_synthetic_train: int
     evaluation: Evaluation
     candidate: tuple[str, float, float]  # name, top-1 before and after batch-norm recalibration
     history: list[dict]
@@ -72,8 +73,12 @@ accepted; lab validation accepted {_pct(point.lab_accepted)}; selection set reje
 """
 
 
-def _rejection_targets() -> str:
-    return " and ".join(f"{_pct(share, 0)} ({kind})" for kind, share in ood.UNKNOWN_REJECTION.items())
+def _synthetic(count: int) -> str:
+    return f", with {count} synthetic ones (noise, solid colours, shuffled leaf patches)" if count else ""
+
+
+def _rejection_targets(targets: dict[str, float] = ood.UNKNOWN_REJECTION) -> str:
+    return " and ".join(f"{_pct(share, 0)} ({kind})" for kind, share in targets.items())
 
 
 def _rejected(point) -> str:
@@ -87,7 +92,9 @@ def _hint_sentence(facts) -> str:
     return (
         f"A photo sent with a crop hint is judged by its own point (training/crop_hint.py): threshold "
         f"{hint.threshold:.3f}, top probability at least {hint.probability_floor:g} over all labels and "
-        f"{hint.crop_probability_floor:g} among the crop's."
+        f"{hint.crop_probability_floor:g} among the crop's, chosen like the plain one but with unknown photos "
+        f"(each sent with every crop) rejected at {_rejection_targets(ood.HINTED_UNKNOWN_REJECTION)}: another "
+        f"plant's leaf comes with a hint only by mistake (the table's row \"each sent with its true crop\")."
     )
 
 
@@ -277,8 +284,8 @@ leaf on a plain background, 256x256 JPEG. {facts.n_train} images trained the mod
 {facts.evaluation.summary()["images"]} were held out for validation, about the same share of each class,
 near-copies of one leaf kept on one side.
 {facts.n_outliers_train} real photos of things that are no leaf of ours (people, objects, scenes,
-other plants) served as backgrounds and for outlier exposure. Folder names map to the display
-labels the original PlantNet API returned (`labels.tsv`).
+other plants) served as backgrounds and for outlier exposure{_synthetic(facts.n_synthetic_train)}.
+Folder names map to the display labels the original PlantNet API returned (`labels.tsv`).
 
 **Left out:** {excluded}: fewer than {config.min_images} photos each, too few to learn or to
 measure. The model cannot answer them; the in-domain verdict is measured on them above.

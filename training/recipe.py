@@ -95,10 +95,11 @@ class TrainingData:
     val_idx: np.ndarray
     pixels: np.ndarray  # N x S x S x 3 uint8, every image of ``dataset``
     masks: np.ndarray  # N x S x S x 1 uint8 leaf masks (zeros: do not composite)
-    outliers: np.ndarray  # training share of the non-leaf photos, M x S x S x 3 uint8
+    outliers: np.ndarray  # training share of the non-leaf photos, then any synthetic ones, M x S x S x 3 uint8
     held_out_outliers: np.ndarray  # never trained on: out-of-domain checks and the field proxy
     field: FieldPhotos
     other_plants_held_out: np.ndarray  # field photos of plants we do not serve, never trained on
+    synthetic_outliers: int = 0  # how many of ``outliers`` are synthetic (the card counts the real ones)
 
 
 def load_field(config: TrainConfig, dataset: ds.Dataset, cache: Path) -> FieldPhotos:
@@ -125,10 +126,11 @@ def load_data(config: TrainConfig) -> TrainingData:
     size = config.input_size
     empty = np.zeros((0, size, size, 3), np.uint8)
     outliers = [ds.load_pixels(p, size, cache) for p in (outlier_train, other_train) if p]
+    synthetic = []
     if config.synthetic_outliers:
         # Its own seed: the selection set's synthetic photos (ood.selection_unknowns) must stay unseen.
-        synthetic = ood.synthetic_outliers(pixels[train_idx], config.synthetic_outliers, config.seed + 101)
-        outliers += list(synthetic.values())
+        made = ood.synthetic_outliers(pixels[train_idx], config.synthetic_outliers, config.seed + 101)
+        synthetic = list(made.values())
     log.info(
         "%d classes, %d train / %d validation images, %d / %d / %d field photos (train / calibration / report), "
         "%d + %d non-leaf photos, %d + %d other plants; left out: %s",
@@ -150,10 +152,11 @@ def load_data(config: TrainConfig) -> TrainingData:
         val_idx,
         pixels,
         np.load(masks_file),
-        np.concatenate(outliers) if outliers else empty,
+        np.concatenate(outliers + synthetic) if outliers or synthetic else empty,
         ds.load_pixels(outlier_held, size, cache) if outlier_held else empty,
         field,
         ds.load_pixels(other_held, size, cache) if other_held else empty,
+        sum(len(kind) for kind in synthetic),
     )
 
 

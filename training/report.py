@@ -88,6 +88,9 @@ def field_table(report: dict) -> str:
         f"| all | {report['images']} | {pct(report['best_guess'])} | {pct(report['best_guess_with_crop'])} | "
         f"{pct(report['accepted'])} | {pct(report['right'])} | {pct(report['harm'])} |",
     ]
+    if "right_with_crop" in report:  # the crop hint's own verdict (util.domain.HintPoint) decides these
+        hinted = " | ".join(pct(report[f"{name}_with_crop"]) for name in ("best_guess", "accepted", "right", "harm"))
+        rows.append(f"| all, each sent with its true crop | {report['images']} | | {hinted} |")
     for row in report["per_class"]:
         rows.append(
             f"| {row['label']} | {row['images']} | {100 * row['best_guess']:.0f}% | {100 * row['with_crop']:.0f}% | "
