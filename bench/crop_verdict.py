@@ -76,11 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             points.append(("the model's crop_hint", service.domain.hint_point))
         for name, point in points:
             print(f"{name}: {point}")
-            for part, photos in sets.items():
-                print(f"  {part:18} {crop_hint.shares(point, photos)}")
-            for kind, photos in unknowns.items():
-                rejected = 1 - crop_hint.shares(point, photos)["accepted"]
-                print(f"  {kind + ' held out':18} rejected {rejected:.3f} (every crop as the hint)")
+            crop_hint.print_report(point, sets, unknowns)
     finally:
         service.close()
 

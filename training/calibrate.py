@@ -162,17 +162,16 @@ def report_held_out(fitted: verdict.FieldVerdict, report: tuple, validation: tup
     size = engine.input_size
     unknown_out = {kind: run_engine(engine.predict, ds.load_pixels(p, size)) for kind, p in held.items() if p}
     stats = fitted.stats
+    unknowns = {kind: crop_hint.unknown_photos(stats, out, labels) for kind, out in unknown_out.items()}
     for name, point, hinted in (("no hint", plain, False), ("true crop as hint", fitted.hint, True)):
         print(f"{name}: {point}")
+        known = {}
         for part, (out, targets) in (("field report half", report), ("lab validation", validation)):
-            photos = crop_hint.known_photos(stats, out, targets, labels)
+            known[part] = crop_hint.known_photos(stats, out, targets, labels)
             if not hinted:  # right: the best label over all labels
                 best = out["probabilities"].argmax(1) == targets
-                photos = crop_hint.Photos(photos.score, photos.top, photos.top, best)
-            print(f"  {part:20} {crop_hint.shares(point, photos)} of {len(targets)}")
-        for kind, out in unknown_out.items():
-            photos = crop_hint.unknown_photos(stats, out, labels)
-            print(f"  {kind + ' (held out)':20} rejected {1 - crop_hint.shares(point, photos)['accepted']:.3f}")
+                known[part] = crop_hint.Photos(known[part].score, known[part].top, known[part].top, best)
+        crop_hint.print_report(point, known, unknowns)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -89,6 +89,16 @@ def shares(point: HintPoint, photos: Photos) -> dict[str, float]:
     return {name: round(value, 3) for name, value in result.items()}
 
 
+def print_report(point: HintPoint, known: dict[str, Photos], unknowns: dict[str, Photos]) -> None:
+    """One operating point's shares on named known sets and the rejected share of each kind of unknown photo
+    (each sent with every crop): what ``training.calibrate --field`` and ``bench.crop_verdict`` print."""
+    for part, photos in known.items():
+        print(f"  {part:20} {shares(point, photos)} of {len(photos.score)}")
+    for kind, photos in unknowns.items():
+        rejected = 1 - shares(point, photos)["accepted"]
+        print(f"  {kind + ' (held out)':20} rejected {rejected:.3f} (every crop as the hint)")
+
+
 def best_point(plain: HintPoint, calibration: Photos, lab: Photos, unknowns: dict[str, Photos]) -> HintPoint:
     """The most calibration photos right within the limits above; ``plain`` (the unhinted verdict's point,
     without a crop floor) when no point does better."""
