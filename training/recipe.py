@@ -99,7 +99,7 @@ class TrainingData:
     held_out_outliers: np.ndarray  # never trained on: out-of-domain checks and the field proxy
     field: FieldPhotos
     other_plants_held_out: np.ndarray  # field photos of plants we do not serve, never trained on
-    synthetic_outliers: int = 0  # how many of ``outliers`` are synthetic (the card counts the real ones)
+    synthetic_outliers: int  # how many of ``outliers`` are synthetic (the card counts the real ones)
 
 
 def load_field(config: TrainConfig, dataset: ds.Dataset, cache: Path) -> FieldPhotos:

@@ -100,7 +100,7 @@ class HintPoint:
     threshold, the floor on the top probability over all labels, and a floor on the top probability among
     the hinted crop's labels, which says more about the answer shown. Chosen by training/crop_hint.py (the
     finishing, or ``python -m training.calibrate --field``) for the most field photos right within the same
-    harm limit and unknown-photo rejection targets as the plain point."""
+    harm limit as the plain point and the hinted unknown-photo rejection targets (training/ood.py)."""
 
     threshold: float
     probability_floor: float
