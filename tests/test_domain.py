@@ -168,6 +168,50 @@ def test_a_photo_the_model_is_unsure_of_is_not_known_under_a_probability_floor()
     assert DomainCheck(stats, threshold=0.0).judge(unsure, features[:1])[0].known is True  # older files: no floor
 
 
+def lab_style_statistics() -> tuple[DomainStatistics, np.ndarray, np.ndarray]:
+    """Statistics whose probe says "looks like a lab photo" where the first feature is positive."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(60, 8)).astype(np.float32)
+    logits = np.zeros((60, 3), np.float32)
+    logits[np.arange(60), np.arange(60) % 3] = 6.0
+    stats = ood.fit_statistics(logits, features, np.arange(60) % 3, logits, features)
+    probe = np.zeros(9, np.float32)
+    probe[0] = 1.0  # weights, then a bias of 0
+    return replace(stats, lab_style=probe), features, logits
+
+
+def test_a_photo_that_looks_like_a_lab_photo_is_judged_by_its_own_floor():
+    stats, features, _ = lab_style_statistics()
+    lab_like, field_like = features[:1].copy(), features[:1].copy()
+    lab_like[0, 0], field_like[0, 0] = 3.0, -3.0
+    unsure = np.array([[0.8, 0.2, 0.0]], np.float32)  # top probability 0.50
+    check = DomainCheck(stats, threshold=0.0, probability_floor=0.55, lab_style_floor=0.35)
+    assert check.judge(unsure, lab_like)[0].known is True
+    assert check.judge(unsure, field_like)[0].known is False
+    assert check.verdict_scores(unsure, field_like)[0] == -1.0 and check.verdict_scores(unsure, lab_like)[0] >= 0
+    # without a lab-style floor (model.json written before it) every photo has the one floor
+    assert DomainCheck(stats, threshold=0.0, probability_floor=0.55).judge(unsure, lab_like)[0].known is False
+
+
+def test_the_lab_style_probe_is_stored_and_older_files_have_none(tmp_path):
+    stats, features, _ = lab_style_statistics()
+    stats.save(tmp_path / "d.npz")
+    loaded = DomainStatistics.load(tmp_path / "d.npz")
+    assert np.array_equal(loaded.looks_lab(features), features[:, 0] > 0)
+    replace(stats, lab_style=None).save(tmp_path / "older.npz")
+    older = DomainStatistics.load(tmp_path / "older.npz")
+    assert older.lab_style is None and not older.looks_lab(features).any()
+
+
+def test_the_lab_style_floor_is_read_from_model_json(tiny_model_dir, tmp_path):
+    target = calibrated_copy(tiny_model_dir, tmp_path / "model", 0.3)
+    calibration = {"method": METHOD, "threshold": 0.3, "probability_floor": 0.55}
+    model_dir.update_metadata(target, in_domain={**calibration, "lab_style": {"probability_floor": 0.35}})
+    assert DomainCheck.for_artifact(model_dir.find_artifact(target)).lab_style_floor == 0.35
+    model_dir.update_metadata(target, in_domain=calibration)
+    assert DomainCheck.for_artifact(model_dir.find_artifact(target)).lab_style_floor is None
+
+
 def test_a_crop_hint_is_judged_by_its_own_point_on_the_same_score():
     point = HintPoint(threshold=0.2, probability_floor=0.3, crop_probability_floor=0.7)
     check = DomainCheck(None, None, hint_point=point)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -377,6 +378,53 @@ def test_the_operating_point_rejects_each_kind_of_unknown_photo_at_its_own_targe
     assert strict.threshold > 0.3 and strict.unknown_rejected[ds.OTHER_PLANT] == 1.0
     pooled = ood.best_threshold(0.5, lab, field, correct, {ds.NOT_A_PLANT: no_plants, ds.OTHER_PLANT: no_plants})
     assert pooled.threshold < 0.1 and pooled.field_right > strict.field_right
+
+
+def test_the_lab_style_probe_tells_lab_photos_from_field_photos():
+    rng = np.random.default_rng(0)
+    shift = np.r_[20.0, np.zeros(15)]  # 8 standard deviations apart along one feature
+    lab, field = rng.normal(size=(300, 16)) * 5 + 50 + shift, rng.normal(size=(100, 16)) * 5 + 50 - shift
+    probe = ood.fit_lab_style(lab, field)
+    assert probe.shape == (17,) and probe.dtype == np.float32
+    # the standardisation is folded into the weights: raw features in, a sign out
+    weights, bias = probe[:-1], probe[-1]
+    assert np.mean(lab @ weights + bias > 0) > 0.95 and np.mean(field @ weights + bias <= 0) > 0.95
+
+
+def outputs_with_top(top: np.ndarray, looks_lab: bool) -> dict[str, np.ndarray]:
+    """Engine outputs over 3 labels whose top probability is ``top``, with the lab-style probe's feature set."""
+    logits = np.zeros((len(top), 3), np.float32)
+    logits[:, 0] = np.log(2 * top / (1 - top))
+    features = np.zeros((len(top), 4), np.float32)
+    features[:, 0] = 1.0 if looks_lab else -1.0
+    return {"logits": logits, "features": features}
+
+
+def test_the_lab_style_floor_lets_lab_leaves_through_while_every_limit_holds():
+    rng = np.random.default_rng(1)
+    fit_on = outputs_with_top(np.full(30, 0.9), True)
+    fit_on["features"] = fit_on["features"] + rng.normal(size=(30, 4)).astype(np.float32)
+    logits, features = fit_on["logits"], fit_on["features"]
+    stats = ood.fit_statistics(logits, features, np.zeros(30, np.int64), logits, features)
+    probe = np.r_[1.0, 0.0, 0.0, 0.0, 0.0].astype(np.float32)  # looks lab where the first feature is positive
+    stats = replace(stats, lab_style=probe)
+    # The plain point (threshold 0: every score passes) has a floor of 0.55; 10% of lab leaves are at 0.48.
+    point = ood.OperatingPoint(1.0, 0.0, 0.55, 0.5, 0.05, 0.55, 0.9, {ds.NOT_A_PLANT: 1.0, ds.OTHER_PLANT: 1.0})
+    lab = outputs_with_top(np.r_[np.full(90, 0.99), np.full(10, 0.48)], True)
+    field = outputs_with_top(np.full(20, 0.5), False)  # field photos keep the plain floor: none accepted
+    targets = np.ones(20, np.int64)
+    no_plants = outputs_with_top(np.full(50, 0.40), True)
+    chosen = ood.lab_style_floor(stats, point, lab, field, targets, {ds.NOT_A_PLANT: no_plants})
+    assert chosen.floor == 0.45 and chosen.lab_accepted == 1.0 and chosen.field_harm == 0.0
+    # Other plants' leaves that look like lab photos at 0.47: a floor of 0.45 lets 30% of them in (target 85%
+    # rejected), so the floor stops at 0.5 and lab leaves stay where they were.
+    other = outputs_with_top(np.r_[np.full(30, 0.47), np.full(70, 0.2)], True)
+    unknowns = {ds.NOT_A_PLANT: no_plants, ds.OTHER_PLANT: other}
+    held = ood.lab_style_floor(stats, point, lab, field, targets, unknowns)
+    assert held.floor == 0.5 and held.lab_accepted == 0.9 and held.unknown_rejected[ds.OTHER_PLANT] == 1.0
+    # A point that already accepts enough lab leaves keeps its floor.
+    sure = outputs_with_top(np.full(100, 0.99), True)
+    assert ood.lab_style_floor(stats, point, sure, field, targets, unknowns).floor == 0.55
 
 
 def test_unknown_photos_are_sorted_into_plants_and_no_plants(tmp_path):

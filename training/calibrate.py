@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,8 @@ def calibrate_for_field(args: argparse.Namespace, artifact: model_dir.Artifact, 
         kind: run_engine(engine.predict, pixels)
         for kind, pixels in ood.selection_by_kind(loaded, lab_train[0], args.seed).items()
     }
-    fitted = verdict.fit(train, validation, calibration, unknowns, labels)
+    from_field = np.arange(len(train[1])) >= len(lab_train[1])  # the field photos come after the lab leaves
+    fitted = verdict.fit(train, validation, calibration, unknowns, labels, from_field)
     filename, key = model_dir.domain_calibration(engine.precision)
     fitted.stats.save(artifact.directory / filename)
     on = f"validation split, {len(validation[1])} images, and {len(calibration[1])} field photos"
@@ -170,8 +172,8 @@ def report_held_out(fitted: verdict.FieldVerdict, report: tuple, validation: tup
             known[part] = crop_hint.known_photos(stats, out, targets, labels)
             if not hinted:  # right: the best label over all labels
                 best = out["probabilities"].argmax(1) == targets
-                known[part] = crop_hint.Photos(known[part].score, known[part].top, known[part].top, best)
-        crop_hint.print_report(point, known, unknowns)
+                known[part] = replace(known[part], crop_top=known[part].top, right=best)
+        crop_hint.print_report(point, known, unknowns, None if hinted else fitted.lab_style.floor)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,7 @@ class CardFacts:
     field: dict = field(default_factory=dict)  # training.report.field_report of the field report half
     operating_point: object = None  # training.ood.OperatingPoint, with field photos
     hint: object = None  # util.domain.HintPoint, with field photos
+    lab_style: object = None  # training.ood.LabStylePoint, with field photos
 
 
 FIELD_CITATION = (
@@ -66,6 +67,7 @@ where any point allows it, {_pct(ood.LAB_ACCEPTANCE_FLOOR, 0)} of lab validation
 distance weight {point.weight:g}, threshold {point.threshold:.3f}, probability floor {point.floor:g}
 (calibration half: {_pct(point.field_right)} right, {_pct(point.field_harm)} harm, {_pct(point.field_accepted)}
 accepted; lab validation accepted {_pct(point.lab_accepted)}; selection set rejected {_rejected(point)}).
+{_lab_style_sentence(facts)}
 {_hint_sentence(facts)}
 
 **No field photos for:** {", ".join(missing) or "none"}. Their field numbers are unknown.
@@ -83,6 +85,19 @@ def _rejection_targets(targets: dict[str, float] = ood.UNKNOWN_REJECTION) -> str
 
 def _rejected(point) -> str:
     return ", ".join(f"{kind} {_pct(share)}" for kind, share in point.unknown_rejected.items())
+
+
+def _lab_style_sentence(facts) -> str:
+    lab = facts.lab_style
+    if lab is None:
+        return ""
+    return (
+        f"A photo that looks like the lab photos (one leaf on a plain background: a linear probe on the pooled "
+        f"features, fitted on lab and field training photos) needs a top probability of only {lab.floor:g}: the "
+        f"highest floor that accepts {_pct(ood.LAB_STYLE_ACCEPTANCE)} of lab validation leaves with every limit "
+        f"above still held (lab validation accepted {_pct(lab.lab_accepted)}; calibration-half harm "
+        f"{_pct(lab.field_harm)}; selection set rejected {_rejected(lab)})."
+    )
 
 
 def _hint_sentence(facts) -> str:

@@ -33,15 +33,17 @@ class Photos:
     top: np.ndarray
     crop_top: np.ndarray
     right: np.ndarray | None = None
+    looks_lab: np.ndarray | None = None  # DomainStatistics.looks_lab per row
 
 
-def accepts(point: HintPoint, photos: Photos) -> np.ndarray:
-    """What the service's DomainCheck.with_hint decides for each row, on arrays."""
-    return (
-        (photos.score >= point.threshold)
-        & (photos.top >= point.probability_floor)
-        & (photos.crop_top >= point.crop_probability_floor)
-    )
+def accepts(point: HintPoint, photos: Photos, lab_style_floor: float | None = None) -> np.ndarray:
+    """What the service's DomainCheck.with_hint decides for each row, on arrays; with ``lab_style_floor``, what
+    DomainCheck.judge decides without a hint (``point`` the plain one: photos that look like lab photos have
+    that floor on the top probability instead)."""
+    floor = np.full(len(photos.score), point.probability_floor)
+    if lab_style_floor is not None and photos.looks_lab is not None:
+        floor[photos.looks_lab] = lab_style_floor
+    return (photos.score >= point.threshold) & (photos.top >= floor) & (photos.crop_top >= point.crop_probability_floor)
 
 
 def as_metadata(point: HintPoint, chosen_by: str) -> dict:
@@ -61,7 +63,8 @@ def known_photos(stats: DomainStatistics, out: dict[str, np.ndarray], targets: n
         true_label = labels[target]
         kept, kept_labels = restrict_to_crop(out["probabilities"][i], labels, crop_of(true_label))
         crop_top[i], right[i] = kept.max(), kept_labels[int(kept.argmax())] == true_label
-    return Photos(stats.scores(out["logits"], out["features"]), top_probability(out["logits"]), crop_top, right)
+    score, top = stats.scores(out["logits"], out["features"]), top_probability(out["logits"])
+    return Photos(score, top, crop_top, right, stats.looks_lab(out["features"]))
 
 
 def accepted_with_true_crop(
@@ -77,25 +80,28 @@ def unknown_photos(stats: DomainStatistics, out: dict[str, np.ndarray], labels: 
     per_hint = [restrict_to_crop(row, labels, crop)[0].max() for row in out["probabilities"] for crop in crops]
     n = len(crops)
     score, top = stats.scores(out["logits"], out["features"]), top_probability(out["logits"])
-    return Photos(np.repeat(score, n), np.repeat(top, n), np.array(per_hint))
+    lab = np.repeat(stats.looks_lab(out["features"]), n)
+    return Photos(np.repeat(score, n), np.repeat(top, n), np.array(per_hint), looks_lab=lab)
 
 
-def shares(point: HintPoint, photos: Photos) -> dict[str, float]:
+def shares(point: HintPoint, photos: Photos, lab_style_floor: float | None = None) -> dict[str, float]:
     """Accepted share, and for known photos right and harm."""
-    accepted = accepts(point, photos)
+    accepted = accepts(point, photos, lab_style_floor)
     result = {"accepted": float(accepted.mean())}
     if photos.right is not None:
         result |= {"right": float((accepted & photos.right).mean()), "harm": float((accepted & ~photos.right).mean())}
     return {name: round(value, 3) for name, value in result.items()}
 
 
-def print_report(point: HintPoint, known: dict[str, Photos], unknowns: dict[str, Photos]) -> None:
+def print_report(
+    point: HintPoint, known: dict[str, Photos], unknowns: dict[str, Photos], lab_style_floor: float | None = None
+) -> None:
     """One operating point's shares on named known sets and the rejected share of each kind of unknown photo
     (each sent with every crop): what ``training.calibrate --field`` and ``bench.crop_verdict`` print."""
     for part, photos in known.items():
-        print(f"  {part:20} {shares(point, photos)} of {len(photos.score)}")
+        print(f"  {part:20} {shares(point, photos, lab_style_floor)} of {len(photos.score)}")
     for kind, photos in unknowns.items():
-        rejected = 1 - shares(point, photos)["accepted"]
+        rejected = 1 - shares(point, photos, lab_style_floor)["accepted"]
         print(f"  {kind + ' (held out)':20} rejected {rejected:.3f} (every crop as the hint)")
 
 

@@ -214,6 +214,7 @@ class Calibration:
     field_trials: list[ood.OperatingPoint] = dataclass_field(default_factory=list)
     field_outputs: dict[str, np.ndarray] | None = None  # the engine's outputs on the field report photos
     hint: HintPoint | None = None  # with field photos: the operating point for hinted photos
+    lab_style: ood.LabStylePoint | None = None  # with field photos: the floor for photos that look like lab photos
 
 
 def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration:
@@ -225,7 +226,7 @@ def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration
     train_out = run_engine(engine, np.concatenate([data.pixels[data.train_idx], field.pixels[field.train_idx]]))
     train_targets = np.concatenate([data.dataset.targets[data.train_idx], field.targets[field.train_idx]])
     val_out = run_engine(engine, data.pixels[data.val_idx])
-    point, field_trials, report_out, hint = None, [], None, None
+    point, field_trials, report_out, hint, lab_style = None, [], None, None, None
     if len(field.calibration_idx):
         unknowns = {kind: run_engine(engine, pixels) for kind, pixels in selection_by_kind(config, data).items()}
         fitted = verdict.fit(
@@ -234,8 +235,15 @@ def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration
             (run_engine(engine, field.pixels[field.calibration_idx]), field.targets[field.calibration_idx]),
             unknowns,
             data.dataset.labels,
+            np.arange(len(train_targets)) >= len(data.train_idx),  # the field photos come after the lab leaves
         )
-        stats, point, field_trials, hint = fitted.stats, fitted.point, fitted.trials, fitted.hint
+        stats, point, field_trials, hint, lab_style = (
+            fitted.stats,
+            fitted.point,
+            fitted.trials,
+            fitted.hint,
+            fitted.lab_style,
+        )
         threshold, trials = point.threshold, []
         report_out = run_engine(engine, field.pixels[field.report_idx])
     else:
@@ -245,7 +253,8 @@ def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration
         stats, trials = ood.choose_distance_weight(stats, val_out, run_engine(engine, selection_set(config, data)))
         log.info("distance weight %g of %s", stats.distance_weight, [t.as_dict() for t in trials])
         threshold = ood.threshold_for(stats.scores(val_out["logits"], val_out["features"]))
-    check = DomainCheck(stats, threshold, 0.0 if point is None else point.floor)
+    floor, lab_floor = (0.0, None) if point is None else (point.floor, lab_style and lab_style.floor)
+    check = DomainCheck(stats, threshold, floor, lab_style_floor=lab_floor)
     scores = {"validation (known)": check.verdict_scores(val_out["logits"], val_out["features"])}
     if report_out is not None:
         scores["validation field photos (report half, known)"] = check.verdict_scores(
@@ -254,7 +263,7 @@ def calibrate(model, config, data, groups: dict[str, np.ndarray]) -> Calibration
     for name, pixels in groups.items():
         out = run_engine(engine, pixels)
         scores[name] = check.verdict_scores(out["logits"], out["features"])
-    return Calibration(stats, threshold, scores, trials, point, field_trials, report_out, hint)
+    return Calibration(stats, threshold, scores, trials, point, field_trials, report_out, hint, lab_style)
 
 
 def selection_by_kind(config, data) -> dict[str, np.ndarray]:
@@ -305,7 +314,7 @@ def in_domain_metadata(calibration: Calibration, data, known_images: int) -> dic
     """model.json's ``in_domain``: the method, threshold and operating points the service judges by."""
     calibrated_on = f"validation split, {known_images} images"
     point = calibration.operating_point
-    if point is None or calibration.hint is None:
+    if point is None or calibration.hint is None or calibration.lab_style is None:
         return {
             "method": METHOD,
             "threshold": calibration.threshold,
@@ -313,7 +322,9 @@ def in_domain_metadata(calibration: Calibration, data, known_images: int) -> dic
             "calibrated_on": calibrated_on,
             "distance_weight": calibration.stats.distance_weight,
         }
-    fitted = verdict.FieldVerdict(calibration.stats, point, calibration.field_trials, calibration.hint)
+    fitted = verdict.FieldVerdict(
+        calibration.stats, point, calibration.field_trials, calibration.hint, calibration.lab_style
+    )
     return verdict.metadata(fitted, f"{calibrated_on}, and {len(data.field.calibration_idx)} field photos")
 
 
@@ -419,6 +430,7 @@ def finish(config, data, trained) -> Path:
         field=field_summary,
         operating_point=point,
         hint=calibration.hint,
+        lab_style=calibration.lab_style,
     )
     (out / model_dir.CARD_FILE).write_text(card.render(facts), encoding="utf-8")
     log.info("wrote %s: validation top-1 %.4f", out, summary["top1"])

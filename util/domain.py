@@ -58,6 +58,9 @@ class DomainStatistics:
     energy_std: float
     reference: np.ndarray  # sorted raw scores of held-out known leaves (for the percentile score)
     distance_weight: float = 1.0  # the distance term's weight (files written before it was calibrated: 1)
+    # A linear probe on the pooled features, weights then bias (D + 1), positive where a photo looks like the
+    # lab photos (one leaf on a plain background) rather than a field photo; None in files written before it.
+    lab_style: np.ndarray | None = None
 
     def signals(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance to the nearest class mean, energy of the logits), one value each per row."""
@@ -80,9 +83,17 @@ class DomainStatistics:
         raw = self.raw_scores(logits, features)
         return np.searchsorted(self.reference, raw, side="left") / len(self.reference)
 
+    def looks_lab(self, features: np.ndarray) -> np.ndarray:
+        """Per row: does the photo look like the lab photos? All False without the probe."""
+        if self.lab_style is None:
+            return np.zeros(len(features), bool)
+        weights = self.lab_style[:-1].astype(np.float32, copy=False)
+        return features.astype(np.float32, copy=False) @ weights + self.lab_style[-1] > 0
+
     def save(self, path: Path) -> None:
         """Store as float32 (half the size of float64; scores agree to well under one reference rank)."""
-        arrays = {name: np.asarray(getattr(self, name), np.float32) for name in self.__dataclass_fields__}
+        names = [name for name in self.__dataclass_fields__ if getattr(self, name) is not None]
+        arrays = {name: np.asarray(getattr(self, name), np.float32) for name in names}
         with Path(path).open("wb") as stream:  # a file object: np.savez would append .npz to a bare path
             np.savez(stream, **arrays)
 
@@ -123,12 +134,17 @@ class DomainCheck:
         threshold: float | None,
         probability_floor: float = 0.0,
         hint_point: HintPoint | None = None,
+        lab_style_floor: float | None = None,
     ):
         self.statistics = statistics
         self.threshold = threshold
         # The model's top probability must reach it too: a typical-looking photo the model is unsure of is one it
         # is often wrong about (field photos). Calibrated with the threshold; 0 in files written before it.
         self.probability_floor = probability_floor
+        # The floor for photos that look like the lab photos (DomainStatistics.looks_lab): the model is right on
+        # 97% of those, so a lower floor turns fewer of them away at no cost in field photos (training/ood.py).
+        # None: one floor for every photo (files written before it).
+        self.lab_style_floor = lab_style_floor
         self.hint_point = hint_point  # None: a crop hint does not change the verdict
 
     @classmethod
@@ -157,7 +173,9 @@ class DomainCheck:
             return cls(None, None)
         floor = float(calibration.get("probability_floor", 0.0))
         point = HintPoint.from_calibration(calibration)
-        return cls(DomainStatistics.load(path), float(calibration["threshold"]), floor, point)
+        lab_style = calibration.get("lab_style")
+        lab_floor = float(lab_style["probability_floor"]) if isinstance(lab_style, dict) else None
+        return cls(DomainStatistics.load(path), float(calibration["threshold"]), floor, point, lab_floor)
 
     @property
     def available(self) -> bool:
@@ -168,7 +186,7 @@ class DomainCheck:
         if self.statistics is None or self.threshold is None:
             return [UNAVAILABLE] * len(logits)
         scores = self.statistics.scores(logits, features)
-        sure = top_probability(logits) >= self.probability_floor
+        sure = top_probability(logits) >= self.floors(features)
         return [
             Verdict(True, bool(s >= self.threshold and ok), float(s), self.threshold, METHOD)
             for s, ok in zip(scores, sure, strict=True)
@@ -190,7 +208,14 @@ class DomainCheck:
         """In-domain scores with photos under the probability floor set to -1: judged against the threshold
         alone, they give the same verdicts as ``judge`` (for reports and plots)."""
         assert self.statistics is not None
-        return with_floor(self.statistics.scores(logits, features), logits, self.probability_floor)
+        return with_floor(self.statistics.scores(logits, features), logits, self.floors(features))
+
+    def floors(self, features: np.ndarray) -> np.ndarray:
+        """The floor on the top probability for each row: the lab-style one where the photo looks like a lab photo."""
+        floors = np.full(len(features), self.probability_floor)
+        if self.lab_style_floor is not None and self.statistics is not None:
+            floors[self.statistics.looks_lab(features)] = self.lab_style_floor
+        return floors
 
 
 def top_probability(logits: np.ndarray) -> np.ndarray:
@@ -199,6 +224,6 @@ def top_probability(logits: np.ndarray) -> np.ndarray:
     return 1.0 / np.exp(shifted).sum(axis=1)
 
 
-def with_floor(scores: np.ndarray, logits: np.ndarray, floor: float) -> np.ndarray:
-    """``scores`` with the rows whose top probability is under ``floor`` set to -1 (below any threshold)."""
+def with_floor(scores: np.ndarray, logits: np.ndarray, floor: float | np.ndarray) -> np.ndarray:
+    """``scores`` with the rows whose top probability is under ``floor`` (one, or one per row) set to -1."""
     return np.where(top_probability(logits) >= floor, scores, -1.0)
