@@ -12,7 +12,10 @@ term separates unknown photos, on others it only adds noise). The answer's ``sco
 that raw score ranked among held-out known leaves: the share of validation leaves that looked
 *less* typical (0: stranger than all of them; 0.5: a typical known leaf). A photo is judged
 known when its score reaches the threshold, chosen at training time (or by
-``python -m training.calibrate MODEL_DIR``) to accept a target share of known leaves.
+``python -m training.calibrate MODEL_DIR``) to accept a target share of known leaves, and the model's top
+probability reaches a floor. Photos that look like the lab photos (a linear probe on the same features,
+``DomainStatistics.looks_lab``) have their own, lower floor: the model is right on 97% of them, and the
+floor is there for field photos, where an unsure answer is often wrong.
 
 The fitted statistics live in the model directory (util/model_dir.py names the file); the threshold
 and method in ``model.json``. A model without them still serves, with the verdict unavailable.
