@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.ood import FIELD_HARM_LIMIT, HINTED_UNKNOWN_REJECTION, THRESHOLD_GRID, meets_rejection_targets
-from util.domain import DomainStatistics, HintPoint, top_probability
+from util.domain import DomainStatistics, HintPoint, floors_for, top_probability
 from util.labels import crop_of, restrict_to_crop
 
 OVERALL_FLOORS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -40,9 +40,9 @@ def accepts(point: HintPoint, photos: Photos, lab_style_floor: float | None = No
     """What the service's DomainCheck.with_hint decides for each row, on arrays; with ``lab_style_floor``, what
     DomainCheck.judge decides without a hint (``point`` the plain one: photos that look like lab photos have
     that floor on the top probability instead)."""
-    floor = np.full(len(photos.score), point.probability_floor)
+    floor: float | np.ndarray = point.probability_floor
     if lab_style_floor is not None and photos.looks_lab is not None:
-        floor[photos.looks_lab] = lab_style_floor
+        floor = floors_for(photos.looks_lab, point.probability_floor, lab_style_floor)
     return (photos.score >= point.threshold) & (photos.top >= floor) & (photos.crop_top >= point.crop_probability_floor)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from training import data as ds
-from util.domain import DomainStatistics, top_probability
+from util.domain import DomainStatistics, floors_for, top_probability
 
 TARGET_ACCEPTANCE = 0.975  # share of known (validation) leaves the threshold keeps
 SHRINKAGE = 0.1  # covariance shrinkage towards its mean variance: 2048 dims from ~7k images
@@ -339,17 +339,22 @@ def lab_style_floor(
     field_correct = field["logits"].argmax(axis=1) == field_targets
     harm_limit = max(FIELD_HARM_LIMIT, point.field_harm)  # never stricter than the point it starts from
 
-    def accepted(out: dict[str, np.ndarray], floor: float) -> np.ndarray:
-        floors = np.where(stats.looks_lab(out["features"]), floor, point.floor)
-        return (stats.scores(out["logits"], out["features"]) >= point.threshold) & (
-            top_probability(out["logits"]) >= floors
-        )
+    def judged(out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Once per set, what does not depend on the floor: passes the threshold, top probability, looks lab."""
+        passes = stats.scores(out["logits"], out["features"]) >= point.threshold
+        return passes, top_probability(out["logits"]), stats.looks_lab(out["features"])
+
+    on_lab, on_field, on_unknowns = judged(lab), judged(field), {kind: judged(out) for kind, out in unknowns.items()}
+
+    def accepted(photos: tuple[np.ndarray, np.ndarray, np.ndarray], floor: float) -> np.ndarray:
+        passes, top, looks_lab = photos
+        return passes & (top >= floors_for(looks_lab, point.floor, floor))
 
     def measured(floor: float) -> LabStylePoint:
-        on_field = accepted(field, floor)
-        rejected = {kind: float(np.mean(~accepted(out, floor))) for kind, out in unknowns.items()}
+        field_accepted = accepted(on_field, floor)
+        rejected = {kind: float(np.mean(~accepted(photos, floor))) for kind, photos in on_unknowns.items()}
         return LabStylePoint(
-            floor, float(np.mean(accepted(lab, floor))), float(np.mean(on_field & ~field_correct)), rejected
+            floor, float(np.mean(accepted(on_lab, floor))), float(np.mean(field_accepted & ~field_correct)), rejected
         )
 
     chosen = measured(point.floor)

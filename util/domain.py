@@ -215,10 +215,14 @@ class DomainCheck:
 
     def floors(self, features: np.ndarray) -> np.ndarray:
         """The floor on the top probability for each row: the lab-style one where the photo looks like a lab photo."""
-        floors = np.full(len(features), self.probability_floor)
-        if self.lab_style_floor is not None and self.statistics is not None:
-            floors[self.statistics.looks_lab(features)] = self.lab_style_floor
-        return floors
+        if self.lab_style_floor is None or self.statistics is None:
+            return np.full(len(features), self.probability_floor)
+        return floors_for(self.statistics.looks_lab(features), self.probability_floor, self.lab_style_floor)
+
+
+def floors_for(looks_lab: np.ndarray, floor: float, lab_style_floor: float) -> np.ndarray:
+    """Per row, the floor on the top probability: ``lab_style_floor`` where the photo looks like a lab photo."""
+    return np.where(looks_lab, lab_style_floor, floor)
 
 
 def top_probability(logits: np.ndarray) -> np.ndarray:
